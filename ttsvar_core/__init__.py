@@ -1,0 +1,1 @@
+"""Framework-independent core of comfyui-ttsvar: Infinity, the TTS-VAR search engine, scorers."""
