@@ -1,0 +1,355 @@
+"""Loading the official checkpoint formats strictly: every key checked, straight into device and dtype.
+
+Formats: a flat `.pth` state dict (Infinity-2B), a sharded folder with an HF index json (Infinity-8B,
+`.bin` or `.safetensors` shards), a VAE `.pth` with its weights under `'vae'` (wrapped or flux-style key
+names), and `.safetensors` equivalents of each. Models are built on the meta device and every tensor is
+converted on its way in, so no full float32 copy of a bf16 model is ever held in RAM.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+
+from .config import PAIRED_VAE, PRESETS, VAE_PRESETS, InfinityConfig, VAEConfig
+from .infinity import Infinity
+from .vae import BSQVAE
+
+CONFIG_METADATA_KEY = "ttsvar_config"
+_LEGACY_BUFFERS = ("lvl_1L", "attn_bias_for_masking", "Infinity_visible_kvlen", "Infinity_invisible_qlen")
+_INDEX_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used, with what was expected and how to fix it."""
+
+
+# ---- reading files -------------------------------------------------------------------------------------
+class TensorSource:
+    """Name -> tensor access to a checkpoint without materialising more than one tensor at a time
+    (safetensors are memory-mapped; `.pth` files are loaded with mmap where possible)."""
+
+    def __init__(self, path: str | os.PathLike, subkey: str | None = None, prefix: str = ""):
+        self.path = Path(path)
+        if not self.path.exists():
+            raise FileNotFoundError(f"checkpoint not found: {self.path}")
+        self._files: dict[str, Path] = {}
+        self._open: dict[Path, object] = {}
+        self.metadata: dict[str, str] = {}
+        if self.path.is_dir():
+            self._read_index()
+        elif self.path.suffix == ".safetensors":
+            handle = self._open_file(self.path)
+            self._files = {k: self.path for k in handle.keys()}
+            self.metadata = handle.metadata() or {}
+        else:
+            state = self._torch_load(self.path)
+            if subkey and isinstance(state, dict) and subkey in state and isinstance(state[subkey], dict):
+                state = state[subkey]
+            self._check_flat(state)
+            self._open[self.path] = state
+            self._files = {k: self.path for k in state}
+        if prefix:  # e.g. "transformer." in a combined golden file
+            self._files = {k[len(prefix):]: f for k, f in self._files.items() if k.startswith(prefix)}
+        self._prefix = prefix
+
+    def _read_index(self):
+        index = next((self.path / n for n in _INDEX_FILES if (self.path / n).exists()), None)
+        if index is None:
+            raise CheckpointError(f"{self.path} is a folder but has no {' or '.join(_INDEX_FILES)}: a sharded "
+                                  "Infinity-8B checkpoint folder needs its index file next to the shards")
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+        except (json.JSONDecodeError, KeyError) as e:
+            raise CheckpointError(f"{index} is not a valid shard index ({e})") from e
+        for key, shard in weight_map.items():
+            shard_path = self.path / shard
+            if not shard_path.exists():
+                raise CheckpointError(f"shard {shard} named in {index.name} is missing from {self.path}")
+            self._files[key] = shard_path
+
+    @staticmethod
+    def _torch_load(path: Path):
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as e:
+            if "mmap" not in str(e):
+                raise CheckpointError(f"cannot read {path}: the file is truncated or corrupted ({e}); "
+                                      "download it again") from e
+        except Exception as e:  # the unpickler raises many types for damaged or foreign files
+            raise CheckpointError(f"cannot read {path} as a PyTorch checkpoint ({type(e).__name__}: {e}); "
+                                  "the file is truncated, corrupted or not a weights file") from e
+        try:  # legacy (non-zip) files cannot be memory-mapped
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise CheckpointError(f"cannot read {path} as a PyTorch checkpoint ({type(e).__name__}: {e})") from e
+
+    def _check_flat(self, state):
+        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            kinds = sorted(state)[:8] if isinstance(state, dict) else type(state).__name__
+            raise CheckpointError(f"{self.path} does not hold a flat state dict of tensors (found {kinds})")
+
+    def _open_file(self, path: Path):
+        if path not in self._open:
+            if path.suffix == ".safetensors":
+                try:
+                    self._open[path] = safe_open(str(path), framework="pt", device="cpu")
+                except Exception as e:  # safetensors raises its own error type for damaged headers
+                    raise CheckpointError(f"cannot read {path} as safetensors ({e}); the file is truncated or "
+                                          "corrupted: download it again") from e
+            else:
+                state = self._torch_load(path)
+                self._check_flat(state)
+                self._open[path] = state
+        return self._open[path]
+
+    def keys(self) -> list[str]:
+        return list(self._files)
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        handle = self._open_file(self._files[key])
+        if isinstance(handle, dict):
+            return tuple(handle[self._prefix + key].shape)
+        return tuple(handle.get_slice(self._prefix + key).get_shape())
+
+    def get(self, key: str) -> torch.Tensor:
+        handle = self._open_file(self._files[key])
+        try:
+            name = self._prefix + key
+            return handle[name] if isinstance(handle, dict) else handle.get_tensor(name)
+        except Exception as e:
+            raise CheckpointError(f"cannot read tensor {key} from {self._files[key]} ({e}); "
+                                  "the file is truncated or corrupted") from e
+
+    def config_metadata(self) -> dict | None:
+        raw = self.metadata.get(CONFIG_METADATA_KEY)
+        return json.loads(raw) if raw else None
+
+
+# ---- recognising what a file is -------------------------------------------------------------------------
+def describe_keys(keys) -> str:
+    keys = set(keys)
+    if any(k.startswith(("encoder.", "decoder.")) for k in keys):
+        return "a VAE checkpoint"
+    if "pos_start" in keys or any(k.startswith("block_chunks.") for k in keys):
+        return "an Infinity transformer checkpoint"
+    if any(k.startswith(("blocks.", "module.", "model.")) for k in keys):
+        return "a transformer with a different key layout (expected block_chunks.{i}.module.{j}.*)"
+    if any("text_model" in k or "vision_model" in k or "visual." in k for k in keys):
+        return "a CLIP/BLIP-style checkpoint (reward or feature model)"
+    if any(k.startswith(("encoder.block.", "shared.")) for k in keys):
+        return "a T5 text encoder"
+    return "an unknown checkpoint"
+
+
+def vae_config_from_source(src: TensorSource) -> VAEConfig:
+    meta = src.config_metadata()
+    if meta and "vae" in meta:
+        return _vae_from_dict(meta["vae"])
+    keys = set(src.keys())
+
+    def find(wrapped: str) -> str | None:
+        plain = _plain_vae_name(wrapped)
+        return wrapped if wrapped in keys else plain if plain in keys else None
+
+    if find("decoder.conv_in.conv.weight") is None:
+        raise CheckpointError(f"{src.path} is {describe_keys(keys)}, not an Infinity VAE "
+                              "(no decoder.conv_in weights); put the VAE file into the VAE slot")
+    d = src.shape(find("decoder.conv_in.conv.weight"))[1]
+    enc_in = find("encoder.conv_in.conv.weight")
+    base = src.shape(enc_in)[0] if enc_in else 128
+    levels = sorted({int(m.group(1)) for k in keys if (m := re.match(r"decoder\.up\.(\d+)\.", k))})
+    mult = tuple(src.shape(find(f"decoder.up.{lv}.block.0.conv2.conv.weight"))[0] // base for lv in levels)
+    ups = sum(1 for lv in levels if find(f"decoder.up.{lv}.upsample.conv.conv.weight"))
+    return VAEConfig(codebook_dim=d, patch_size=2 ** ups, base_ch=base, encoder_ch_mult=mult, decoder_ch_mult=mult)
+
+
+def _vae_from_dict(d: dict) -> VAEConfig:
+    d = dict(d)
+    for k in ("encoder_ch_mult", "decoder_ch_mult"):
+        d[k] = tuple(d[k])
+    return VAEConfig(**d)
+
+
+def infinity_config_from_source(src: TensorSource, vae: VAEConfig | None = None) -> InfinityConfig:
+    meta = src.config_metadata()
+    if meta and "infinity" in meta:
+        d = dict(meta["infinity"])
+        d["vae"] = _vae_from_dict(d["vae"])
+        return InfinityConfig(**d)
+    keys = set(src.keys())
+    if "pos_start" not in keys or "word_embed.weight" not in keys:
+        raise CheckpointError(f"{src.path} is {describe_keys(keys)}, not an Infinity transformer; "
+                              "put the transformer file (e.g. infinity_2b_reg.pth) into the model slot")
+    embed_dim = src.shape("pos_start")[-1]
+    for name, cfg in PRESETS.items():  # a released model: its preset (and so its VAE) is known
+        if cfg.embed_dim == embed_dim and src.shape("word_embed.weight")[1] == cfg.token_dim \
+                and f"block_chunks.{cfg.block_chunks - 1}.module.{cfg.blocks_per_chunk - 1}.ada_gss" in keys \
+                and name != "tiny":
+            return cfg
+    chunks = {int(m.group(1)) for k in keys if (m := re.match(r"block_chunks\.(\d+)\.module\.(\d+)\.", k))}
+    per_chunk = {int(m.group(2)) for k in keys if (m := re.match(r"block_chunks\.(\d+)\.module\.(\d+)\.", k))}
+    token_dim = src.shape("word_embed.weight")[1]
+    if vae is None:
+        raise CheckpointError(f"{src.path} is a custom-size Infinity model: load its VAE first so the token "
+                              "layout can be determined, or save the model with its config metadata")
+    if token_dim not in (vae.codebook_dim, 4 * vae.codebook_dim):
+        raise CheckpointError(f"the transformer {src.path} takes {token_dim}-channel tokens but the VAE has "
+                              f"{vae.codebook_dim} bits per latent pixel: they do not belong together")
+    return InfinityConfig(depth=len(chunks) * len(per_chunk), embed_dim=embed_dim,
+                          num_heads=src.shape("block_chunks.0.module.0.sa.scale_mul_1H11")[1],
+                          block_chunks=len(chunks), text_channels=src.shape("text_norm.weight")[0],
+                          text_maxlen=src.shape("cfg_uncond")[0], codebook_dim=vae.codebook_dim,
+                          apply_spatial_patchify=token_dim == 4 * vae.codebook_dim, vae=vae)
+
+
+def config_metadata(cfg: InfinityConfig | VAEConfig) -> dict[str, str]:
+    """safetensors metadata that lets custom-size models load without guessing."""
+    key = "vae" if isinstance(cfg, VAEConfig) else "infinity"
+    return {CONFIG_METADATA_KEY: json.dumps({key: asdict(cfg)})}
+
+
+# ---- strict loading ------------------------------------------------------------------------------------
+def _plain_vae_name(key: str) -> str:
+    """The flux-style spelling of a wrapped VAE key: `conv_in.conv.weight` -> `conv_in.weight`,
+    `norm1.norm.bias` -> `norm1.bias`. The official loader accepts both."""
+    return re.sub(r"\.(conv|norm)\.(weight|bias)$", r".\2", key)
+
+
+def _report(path, kind, missing, unexpected, mismatched, found_desc, hint):
+    lines = [f"{path} does not match the expected {kind}."]
+    if found_desc:
+        lines.append(f"It looks like {found_desc}.")
+    for title, items in (("missing keys", missing), ("unexpected keys", unexpected),
+                         ("shape mismatches", mismatched)):
+        if items:
+            shown = ", ".join(items[:12]) + (f" ... (+{len(items) - 12} more)" if len(items) > 12 else "")
+            lines.append(f"{len(items)} {title}: {shown}")
+    if hint:
+        lines.append(hint)
+    return CheckpointError("\n".join(lines))
+
+
+def _load_strict(model: torch.nn.Module, src: TensorSource, name_map: dict[str, str], optional: dict,
+                 dtype_of, device, kind: str, hint: str = "", adapt=None):
+    """Fills a meta-device model from `src`: name_map maps model key -> file key; `optional` gives
+    defaults for buffers that may be absent. Raises with a full key report on any mismatch."""
+    expected = model.state_dict(keep_vars=True)
+    file_keys = set(src.keys())
+    missing = sorted(k for k in expected if name_map.get(k) not in file_keys and k not in optional)
+    used = {name_map[k] for k in expected if name_map.get(k) in file_keys}
+    ignorable = {k for k in file_keys if k.split(".")[-1] in _LEGACY_BUFFERS or k.endswith("lfq.mask")}
+    unexpected = sorted(file_keys - used - ignorable)
+    mismatched = []
+    for k, param in expected.items():
+        fk = name_map.get(k)
+        if fk in file_keys:
+            shape = src.shape(fk)
+            if adapt and k in adapt:
+                continue
+            if tuple(shape) != tuple(param.shape):
+                mismatched.append(f"{k}: file {list(shape)} vs model {list(param.shape)}")
+    if missing or unexpected or mismatched:
+        raise _report(src.path, kind, missing, unexpected, mismatched,
+                      describe_keys(file_keys) if missing else "", hint)
+    state = {}
+    for k, param in expected.items():
+        fk = name_map.get(k)
+        tensor = src.get(fk) if fk in file_keys else optional[k]()
+        if adapt and k in adapt:
+            tensor = adapt[k](tensor)
+        target = tensor.dtype if not tensor.is_floating_point() else dtype_of(k)
+        state[k] = tensor.to(device=device, dtype=target)
+    model.load_state_dict(state, strict=True, assign=True)
+    return model
+
+
+def _pair_hint(slot: str, found_cfg_desc: str) -> str:
+    return (f"The {slot} slot expects the file of the chosen model; found {found_cfg_desc}. "
+            "Infinity-2B pairs with infinity_vae_d32reg.pth, Infinity-8B with infinity_vae_d56_f8_14_patchify.pth.")
+
+
+def load_vae(path, *, device="cpu", dtype=torch.float32, expected: VAEConfig | None = None) -> BSQVAE:
+    src = path if isinstance(path, TensorSource) else TensorSource(path, subkey="vae")
+    cfg = vae_config_from_source(src)
+    if expected is not None and cfg != expected:
+        names = {v: k for k, v in VAE_PRESETS.items()}
+        raise CheckpointError(f"{src.path} is the VAE {names.get(cfg, f'with {cfg.codebook_dim} bits, patch {cfg.patch_size}')}"
+                              f" but this transformer needs {names.get(expected, f'{expected.codebook_dim} bits')}. "
+                              + _pair_hint("VAE", "a VAE of the other model"))
+    with torch.device("meta"):
+        model = BSQVAE(cfg)
+    file_keys = set(src.keys())
+    name_map = {k: k if k in file_keys else _plain_vae_name(k) for k in model.state_dict()}
+    mask = lambda: 2 ** torch.arange(cfg.codebook_dim - 1, -1, -1)  # noqa: E731 (a lazy default)
+    optional = {k: mask for k in model.state_dict() if k.endswith("lfq.mask")}
+    _load_strict(model, src, name_map, optional, lambda k: dtype, device, "Infinity VAE")
+    return model.eval().requires_grad_(False)
+
+
+def load_infinity(path, *, vae_cfg: VAEConfig | None = None, device="cpu", dtype=torch.float32,
+                  cfg: InfinityConfig | None = None) -> Infinity:
+    """Blocks are stored in `dtype`; embeddings, text modules, shared AdaLN and head stay float32 (as the
+    official bf16 inference keeps them)."""
+    src = path if isinstance(path, TensorSource) else TensorSource(path)
+    cfg = cfg or infinity_config_from_source(src, vae_cfg)
+    if vae_cfg is not None and cfg.vae != vae_cfg:
+        preset_name = next((n for n, c in PRESETS.items() if c == cfg), "this transformer")
+        raise CheckpointError(f"the VAE does not belong to {preset_name} ({src.path}): "
+                              + _pair_hint("VAE", f"a VAE with {vae_cfg.codebook_dim} bits per latent pixel"))
+    with torch.device("meta"):
+        model = Infinity(cfg)
+    name_map = {k: k for k in model.state_dict()}
+    optional = {k: (lambda n=model.state_dict()[k].shape[0]: torch.zeros(n))
+                for k in model.state_dict() if k.endswith("zero_k_bias")}
+
+    def fit_uncond(t: torch.Tensor) -> torch.Tensor:
+        # the official loader adapts the learned unconditional table to text_maxlen; rows it would
+        # initialise at random are zeros here (only prompts longer than the stored table reach them)
+        if t.shape[1] != cfg.text_channels:
+            raise _report(src.path, "Infinity transformer", [], [], [f"cfg_uncond width {t.shape[1]} vs "
+                                                                      f"{cfg.text_channels}"], "", "")
+        if t.shape[0] >= cfg.text_maxlen:
+            return t[: cfg.text_maxlen]
+        return torch.cat([t, t.new_zeros(cfg.text_maxlen - t.shape[0], t.shape[1])])
+
+    def dtype_of(key: str):
+        return dtype if key.startswith("block_chunks.") else torch.float32
+
+    hint = ""
+    if "pos_start" in src.keys() and tuple(src.shape("pos_start"))[-1] != cfg.embed_dim:
+        hint = f"The file has width {src.shape('pos_start')[-1]}, the chosen configuration {cfg.embed_dim}."
+    _load_strict(model, src, name_map, optional, dtype_of, device, "Infinity transformer", hint,
+                 adapt={"cfg_uncond": fit_uncond})
+    return model.eval().requires_grad_(False)
+
+
+def build_random(cfg: InfinityConfig, seed: int = 0, std: float = 0.02) -> tuple[Infinity, BSQVAE]:
+    """A seeded random model pair (tests, tiny demos): non-trivial weights everywhere."""
+    gen = torch.Generator().manual_seed(seed)
+    model, vae = Infinity(cfg), BSQVAE(cfg.vae)
+    with torch.no_grad():
+        for name, p in list(model.named_parameters()) + list(vae.named_parameters()):
+            if name.endswith("scale_mul_1H11"):
+                p.copy_(torch.full_like(p, math.log(4.0)) + 0.3 * torch.randn(p.shape, generator=gen))
+            elif p.ndim == 1 and ("norm" in name):
+                p.copy_(1 + 0.1 * torch.randn(p.shape, generator=gen))
+            elif p.ndim >= 2 and ".conv." in name:
+                fan_in = p[0].numel()
+                p.copy_(torch.randn(p.shape, generator=gen) * (1.6 / math.sqrt(fan_in)))
+            else:
+                scale = std if p.ndim >= 2 else 0.1
+                if name in ("pos_start", "lvl_embed.weight", "cfg_uncond"):
+                    scale = 0.3
+                p.copy_(torch.randn(p.shape, generator=gen) * scale)
+    return model.eval().requires_grad_(False), vae.eval().requires_grad_(False)
+
+
+def paired_vae_name(preset_name: str) -> str | None:
+    return PAIRED_VAE.get(preset_name)
