@@ -222,15 +222,25 @@ def _plain_vae_name(key: str) -> str:
     return re.sub(r"\.(conv|norm)\.(weight|bias)$", r".\2", key)
 
 
+def summarize_keys(keys: list[str], limit: int = 12) -> str:
+    """Readable key lists: whole blocks collapse to `block_chunks.1.module.0.* (19 keys)`."""
+    groups: dict[str, list[str]] = {}
+    for k in keys:
+        m = re.match(r"((?:block_chunks\.\d+\.module\.\d+|blocks\.\d+|(?:en|de)coder\.\w+\.\d+)\.)", k)
+        groups.setdefault(m.group(1) + "*" if m else k, []).append(k)
+    items = [g if len(v) == 1 and g == v[0] else f"{g} ({len(v)} keys)" for g, v in groups.items()]
+    return ", ".join(items[:limit]) + (f" ... (+{len(items) - limit} more)" if len(items) > limit else "")
+
+
 def _report(path, kind, missing, unexpected, mismatched, found_desc, hint):
     lines = [f"{path} does not match the expected {kind}."]
     if found_desc:
         lines.append(f"It looks like {found_desc}.")
-    for title, items in (("missing keys", missing), ("unexpected keys", unexpected),
-                         ("shape mismatches", mismatched)):
+    for title, items in (("missing keys", missing), ("unexpected keys", unexpected)):
         if items:
-            shown = ", ".join(items[:12]) + (f" ... (+{len(items) - 12} more)" if len(items) > 12 else "")
-            lines.append(f"{len(items)} {title}: {shown}")
+            lines.append(f"{len(items)} {title}: {summarize_keys(items)}")
+    if mismatched:
+        lines.append(f"{len(mismatched)} shape mismatches: " + "; ".join(mismatched[:8]))
     if hint:
         lines.append(hint)
     return CheckpointError("\n".join(lines))

@@ -43,7 +43,7 @@ class AestheticHead(torch.nn.Module):
 
 
 def load_head(path: Path, width: int) -> AestheticHead:
-    sd = flat_tensors(read_tensors(path, EXPECTED_HEAD), path, EXPECTED_HEAD)
+    sd = flat_tensors(read_tensors(path, EXPECTED_HEAD), path, EXPECTED_HEAD, REWARDS_DIR)
     required = [f"scoring_head.{i}.{p}" for i in HEAD_LAYERS for p in ("weight", "bias")]
     check_keys(path, sd, required, EXPECTED_HEAD, REWARDS_DIR)
     head_width = sd["scoring_head.0.weight"].shape[1]

@@ -84,14 +84,12 @@ def _read_torch(path: Path, expected: str) -> dict:
     return obj
 
 
-def flat_tensors(obj: dict, path: Path, expected: str) -> StateDict:
+def flat_tensors(obj: dict, path: Path, expected: str, folder: str) -> StateDict:
     """Keep a flat name -> tensor mapping; anything else means the wrong kind of file."""
     bad = [k for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
     if bad:
-        raise WrongFileError(
-            f"{path} is not a flat state dict (entries such as {bad[:3]!r} are not tensors); "
-            f"{describe_found(obj)}. Expected {expected}."
-        )
+        raise wrong_file(path, obj, expected, folder,
+                         f"It is not a flat state dict (entries such as {bad[:3]!r} are not tensors).")
     return obj
 
 

@@ -50,7 +50,7 @@ def read_checkpoint(path: Path) -> dict:
             raise wrong_file(path, obj, EXPECTED, REWARDS_DIR,
                              f"Besides 'state_dict' it holds {extra[:4]}; use the *_compressed.pt file.")
         obj = obj["state_dict"]
-    return flat_tensors(obj, path, EXPECTED)
+    return flat_tensors(obj, path, EXPECTED, REWARDS_DIR)
 
 
 def build_model(open_clip, cfg: dict, sd: dict, path: Path) -> torch.nn.Module:

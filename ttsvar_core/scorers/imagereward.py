@@ -212,7 +212,7 @@ class ImageReward(Reward):
     def __init__(self, path, *, device="cpu", dtype=torch.float32, max_batch=8, vocab_dir=None):
         path = require_file(path, EXPECTED, REWARDS_DIR)
         self.tokenizer = load_vocabulary(vocab_dir)
-        sd = flat_tensors(read_tensors(path, EXPECTED), path, EXPECTED)
+        sd = flat_tensors(read_tensors(path, EXPECTED), path, EXPECTED, REWARDS_DIR)
         modules = build_modules(sd, path)
         vocab_rows = modules["text"].config.vocab_size
         if vocab_rows < len(self.tokenizer):

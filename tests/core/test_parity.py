@@ -1,0 +1,66 @@
+"""Parity with the official implementation through the golden data and the checkpoint manifests."""
+import json
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from ttsvar_core import parity
+
+
+def test_golden_and_manifests_pass(capsys, golden_path, manifests):
+    GOLDEN, MANIFESTS = golden_path, manifests
+    args = [str(GOLDEN)] + [a for m in MANIFESTS for a in ("--manifest", str(m))]
+    assert len(MANIFESTS) == 4
+    assert parity.main(args) == 0
+    out = capsys.readouterr().out
+    for record in ("tf.raw_logits.s6", "tf_full.raw_logits", "gen_sampled.bits.s6", "gen_wide_cfg3.summed_codes",
+                   "vae_io.recon_from_bits", "infinity_8b_weights: shapes", "infinity_vae_d32reg: flux-style names"):
+        assert record in out and f"{record} " in out
+    assert " 0 failed" in out
+
+
+def test_checker_catches_a_wrong_weight(tmp_path, capsys, golden_path):
+    GOLDEN = golden_path
+    tensors = load_file(str(GOLDEN))
+    tensors["transformer.block_chunks.1.module.1.ffn.fc2.bias"] += 0.01
+    bad = tmp_path / "bad.safetensors"
+    save_file(tensors, bad)
+    shutil.copy(GOLDEN.with_suffix(".json"), bad.with_suffix(".json"))
+    assert parity.main([str(bad)]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL" in out and "tf.raw_logits.s0" in out
+
+
+def test_tolerances_come_from_the_json(tmp_path, capsys, golden_path):
+    GOLDEN = golden_path
+    meta = json.loads(GOLDEN.with_suffix(".json").read_text())
+    meta["tolerances"]["raw_logits_atol"] = 1e-9  # tighter than float noise: must now fail
+    path = tmp_path / "strict.json"
+    path.write_text(json.dumps(meta))
+    assert parity.main([str(GOLDEN), "--json", str(path)]) == 1
+    assert "1e-09" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("text,cfg,tau,expected", [
+    ("5e-4 * (abs(cfg) + abs(1 - cfg)) / tau", 3.0, 0.5, 5e-3),
+    ("5e-4 * (abs(cfg) + abs(1 - cfg)) / tau", 1.0, 1.0, 5e-4),
+])
+def test_tolerance_expressions(text, cfg, tau, expected):
+    assert parity.eval_expression(text, {"cfg": cfg, "tau": tau}) == pytest.approx(expected)
+    with pytest.raises(ValueError):
+        parity.eval_expression("__import__('os')", {})
+
+
+def test_manifest_mismatch_is_reported(tmp_path, manifests):
+    MANIFESTS = manifests
+    manifest = json.loads(MANIFESTS[0].read_text())
+    key = next(iter(manifest["state_dict"]))
+    manifest["state_dict"][key]["shape"] = [1, 2, 3]
+    manifest["state_dict"]["extra.weight"] = {"shape": [1]}
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps(manifest))
+    records = parity.check_manifest(path)
+    assert [r.passed for r in records[:2]] == [False, False]
+    assert torch.tensor(records[0].diff) == 1

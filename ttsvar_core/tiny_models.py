@@ -1,0 +1,122 @@
+"""Writes tiny random models in every real on-disk format (tests, end-to-end runs, CI).
+
+    python -m ttsvar_core make-tiny OUT_DIR [--seed 0]
+
+Layout (ComfyUI model folders): infinity/ (flat .pth, .safetensors, 8B-style shard folders in .safetensors
+and .bin), infinity_vae/ (.pth with 'vae' key in wrapped and flux-style names, .safetensors),
+text_encoders/tiny-t5/ (a T5 encoder folder with a real, offline-built tokenizer).
+"""
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from .checkpoints import _plain_vae_name, build_random, config_metadata
+from .config import PRESETS, VAEConfig
+
+TINY = PRESETS["tiny"]
+# an 8B-like tiny model: spatial patchify (one token = 2x2 latent pixels) with an f8 VAE
+TINY_PATCHIFY = replace(TINY, apply_spatial_patchify=True,
+                        vae=VAEConfig(codebook_dim=16, patch_size=8, base_ch=32, encoder_ch_mult=(1, 1, 1, 2),
+                                      decoder_ch_mult=(1, 1, 1, 2)))
+
+_WORDS = ("a an the one two three four red green blue yellow purple orange white black gray pink circle "
+          "square triangle star heart photo picture of cat dog car tree house left right above below and on in "
+          "with next to big small large tiny bright dark image painting").split()
+
+
+def _state(module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone().contiguous() for k, v in module.state_dict().items()}
+
+
+def write_shards(state: dict[str, torch.Tensor], folder: Path, shards: int = 2, fmt: str = "safetensors"):
+    """An HF-style sharded checkpoint: index json + shard files, as the 8B release is laid out."""
+    folder.mkdir(parents=True, exist_ok=True)
+    keys = list(state)
+    per = -(-len(keys) // shards)
+    weight_map = {}
+    for i in range(shards):
+        part = {k: state[k] for k in keys[i * per:(i + 1) * per]}
+        if fmt == "safetensors":
+            name = f"model-{i + 1:05d}-of-{shards:05d}.safetensors"
+            save_file(part, folder / name)
+        else:
+            name = f"pytorch_model-{i + 1:05d}-of-{shards:05d}.bin"
+            torch.save(part, folder / name)
+        weight_map.update({k: name for k in part})
+    index = "model.safetensors.index.json" if fmt == "safetensors" else "pytorch_model.bin.index.json"
+    (folder / index).write_text(json.dumps({"metadata": {"total_size": 0}, "weight_map": weight_map}, indent=1))
+
+
+def build_tokenizer(folder: Path, seed: int = 0):
+    """A real unigram T5 tokenizer trained offline on a small word list, saved as tokenizer.json."""
+    import io
+
+    import sentencepiece as spm
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from transformers import T5TokenizerFast
+
+    rng = random.Random(seed)
+    sentences = [" ".join(rng.choice(_WORDS) for _ in range(rng.randint(3, 10))) for _ in range(4000)]
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(sentences), model_writer=buf, vocab_size=96,
+                                   model_type="unigram", pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
+                                   character_coverage=1.0, hard_vocab_limit=False, minloglevel=2)
+    sp = spm.SentencePieceProcessor(model_proto=buf.getvalue())
+    vocab = [(sp.id_to_piece(i), sp.get_score(i)) for i in range(sp.get_piece_size())]
+    tok = Tokenizer(models.Unigram(vocab, unk_id=2))
+    tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Replace(" {2,}", " ")])
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A </s> $B </s>",
+                                                       special_tokens=[("</s>", 1)])
+    fast = T5TokenizerFast(tokenizer_object=tok, eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
+                           extra_ids=100, model_max_length=512, legacy=True)
+    fast.save_pretrained(str(folder))
+    return fast
+
+
+def write_t5(folder: Path, d_model: int, seed: int = 0):
+    from transformers import T5Config, T5EncoderModel
+    folder.mkdir(parents=True, exist_ok=True)
+    tok = build_tokenizer(folder, seed)
+    torch.manual_seed(seed)
+    config = T5Config(vocab_size=len(tok), d_model=d_model, d_kv=32, d_ff=2 * d_model, num_layers=2,
+                      num_heads=max(1, d_model // 64), feed_forward_proj="gated-gelu", is_encoder_decoder=False)
+    T5EncoderModel(config).save_pretrained(str(folder))
+    return folder
+
+
+def write_tiny_models(out: Path, seed: int = 0) -> dict[str, Path]:
+    out = Path(out)
+    paths: dict[str, Path] = {}
+    for tag, cfg in (("", TINY), ("_patchify", TINY_PATCHIFY)):
+        model, vae = build_random(cfg, seed=seed)
+        tdir, vdir = out / "infinity", out / "infinity_vae"
+        tdir.mkdir(parents=True, exist_ok=True)
+        vdir.mkdir(parents=True, exist_ok=True)
+        tstate, vstate = _state(model), _state(vae)
+        if tag:
+            write_shards(tstate, tdir / f"tiny_infinity{tag}_shards")
+            write_shards(tstate, tdir / f"tiny_infinity{tag}_shards_bin", fmt="bin")
+            paths["infinity_patchify_shards"] = tdir / f"tiny_infinity{tag}_shards"
+            paths["infinity_patchify_shards_bin"] = tdir / f"tiny_infinity{tag}_shards_bin"
+        else:
+            torch.save(tstate, tdir / "tiny_infinity.pth")
+            paths["infinity_pth"] = tdir / "tiny_infinity.pth"
+        save_file(tstate, tdir / f"tiny_infinity{tag}.safetensors", metadata=config_metadata(cfg))
+        paths[f"infinity{tag}_safetensors"] = tdir / f"tiny_infinity{tag}.safetensors"
+        torch.save({"vae": vstate}, vdir / f"tiny_vae{tag}.pth")
+        paths[f"vae{tag}_pth"] = vdir / f"tiny_vae{tag}.pth"
+        save_file(vstate, vdir / f"tiny_vae{tag}.safetensors", metadata=config_metadata(cfg.vae))
+        paths[f"vae{tag}_safetensors"] = vdir / f"tiny_vae{tag}.safetensors"
+        if not tag:
+            torch.save({"vae": {_plain_vae_name(k): v for k, v in vstate.items()}}, vdir / "tiny_vae_flux_names.pth")
+            paths["vae_flux_pth"] = vdir / "tiny_vae_flux_names.pth"
+    paths["t5"] = write_t5(out / "text_encoders" / "tiny-t5", TINY.text_channels, seed)
+    return paths
