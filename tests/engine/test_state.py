@@ -1,0 +1,129 @@
+"""Invariants of the candidate state: stepping, selecting and branching."""
+import pytest
+import torch
+
+from ttsvar_core.engine import SearchState, derive_seed
+from ttsvar_core.sampling import SamplingParams, generate
+
+SCHEDULE = [(1, 1), (2, 2), (3, 3), (4, 4), (5, 5)]
+PARAMS = SamplingParams(cfg=3.0, tau=1.0)
+
+
+def start(model, prompts, n=4, **kw):
+    feats, lens = prompts
+    return SearchState.start(model, feats, lens, SCHEDULE, PARAMS, n, seed=7, **kw)
+
+
+def snapshot(state):
+    return {"bits": [b.clone() for b in state.bits],
+            "summed": None if state.summed is None else state.summed.clone(),
+            "cache_k": state.cache.k[:, :, :, :state.cache_length].clone(),
+            "streams": [None if s.state is None else s.state.clone() for s in state.streams],
+            "scale": state.scale, "n": state.num_candidates}
+
+
+def assert_same(a, b):
+    assert a["scale"] == b["scale"] and a["n"] == b["n"]
+    assert all(torch.equal(x, y) for x, y in zip(a["bits"], b["bits"]))
+    assert (a["summed"] is None) == (b["summed"] is None)
+    if a["summed"] is not None:
+        assert torch.equal(a["summed"], b["summed"])
+    assert torch.equal(a["cache_k"], b["cache_k"])
+    assert all((x is None and y is None) or torch.equal(x, y) for x, y in zip(a["streams"], b["streams"]))
+
+
+def test_stepping_equals_the_plain_loop(tiny, prompts):
+    model, _ = tiny
+    feats, lens = prompts
+    plain = generate(model, feats, lens, SCHEDULE, PARAMS, generator=torch.Generator().manual_seed(7))
+    state = SearchState.start(model, feats, lens, SCHEDULE, PARAMS, 1, seed=7, shared_generator=True)
+    for si in range(len(SCHEDULE)):
+        state = state.step()
+        assert torch.equal(state.bits[si], plain.bits[si]), si
+    assert torch.equal(state.summed, plain.summed_codes)
+
+
+def test_candidate_equals_its_solo_run(tiny, prompts):
+    """Candidate i of a search with seed s generates what a single run with the derived seed generates."""
+    model, _ = tiny
+    feats, lens = prompts
+    state = start(model, prompts).step(until=len(SCHEDULE))
+    for prompt, i in ((0, 2), (1, 3)):
+        solo = generate(model, feats[sum(lens[:prompt]):sum(lens[:prompt + 1])], [lens[prompt]], SCHEDULE, PARAMS,
+                        generator=torch.Generator().manual_seed(derive_seed(7, prompt, i)))
+        candidate = state.candidates_of(prompt)[i]
+        for si in range(len(SCHEDULE)):
+            assert torch.equal(state.bits[si][candidate], solo.bits[si][0]), (prompt, i, si)
+
+
+def test_select_all_in_order_changes_nothing(tiny, prompts):
+    model, _ = tiny
+    mid = start(model, prompts).step(until=2)
+    a = mid.step(until=len(SCHEDULE))
+    b = mid.select(range(mid.num_candidates)).step(until=len(SCHEDULE))
+    assert_same(snapshot(a), snapshot(b))
+
+
+def test_selected_candidate_continues_as_if_alone(tiny, prompts):
+    model, _ = tiny
+    mid = start(model, prompts).step(until=3)
+    full = mid.step(until=len(SCHEDULE))
+    picked = mid.select([5]).step(until=len(SCHEDULE))
+    for si in range(len(SCHEDULE)):
+        assert torch.equal(picked.bits[si][0], full.bits[si][5]), si
+    assert torch.allclose(picked.summed[0], full.summed[5], atol=1e-6)
+
+
+def test_duplicates_diverge_and_the_first_copy_keeps_its_stream(tiny, prompts):
+    model, _ = tiny
+    mid = start(model, prompts).step(until=2)
+    dup = mid.select([1, 1, 1]).step(until=len(SCHEDULE))
+    alone = mid.select([1]).step(until=len(SCHEDULE))
+    assert torch.equal(dup.bits[-1][0], alone.bits[-1][0])
+    assert not torch.equal(dup.bits[-1][1], dup.bits[-1][2])
+    assert torch.equal(dup.bits[1][1], dup.bits[1][2])  # shared history before the selection
+
+
+def test_reindexed_cache_equals_rebuilt_cache(tiny, prompts):
+    model, _ = tiny
+    state = start(model, prompts).step(until=3).select([6, 0, 0, 3]).step()
+    length = state.cache_length
+    rebuilt = state.rebuilt_cache()
+    assert torch.allclose(state.cache.k[:, :, :, :length], rebuilt.k[:, :, :, :length], atol=1e-5)
+    assert torch.allclose(state.cache.v[:, :, :, :length], rebuilt.v[:, :, :, :length], atol=1e-5)
+
+
+def test_inputs_of_step_and_select_stay_valid(tiny, prompts):
+    model, _ = tiny
+    mid = start(model, prompts).step(until=2)
+    before = snapshot(mid)
+    branch_a = mid.step(until=4)
+    branch_b = mid.select([3, 1]).step(until=4)
+    branch_c = mid.step(until=4)  # the cache frontier moved: this branch must copy, not overwrite branch a
+    assert_same(before, snapshot(mid))
+    assert_same(snapshot(branch_a), snapshot(branch_c))
+    assert all(torch.equal(x[[3, 1]], y) for x, y in zip(mid.bits, branch_b.bits[:2]))
+    again = branch_a.step()
+    assert again.scale == 5 and branch_a.scale == 4
+    assert torch.equal(branch_b.bits[0], mid.bits[0][[3, 1]])
+
+
+def test_multi_prompt_candidates_keep_their_prompt(tiny, prompts):
+    model, _ = tiny
+    state = start(model, prompts, n=[2, 3]).step()
+    assert state.prompt_of.tolist() == [0, 0, 1, 1, 1]
+    sel = state.select([4, 0, 4])
+    assert sel.prompt_of.tolist() == [1, 0, 1] and sel.candidates_of(1) == [0, 2]
+
+
+def test_bad_selections(tiny, prompts):
+    model, _ = tiny
+    state = start(model, prompts).step()
+    with pytest.raises(ValueError, match="out of range"):
+        state.select([99])
+    with pytest.raises(ValueError, match="at least one"):
+        state.select([])
+    with pytest.raises(ValueError, match="cannot step"):
+        state.step(until=9)
+    with pytest.raises(ValueError, match="candidate count"):
+        start(model, prompts, n=0)

@@ -1,0 +1,57 @@
+"""Strategies end to end on a tiny random model, checked from their traces."""
+import pytest
+import torch
+
+from ttsvar_core.engine import BatchSchedule, run_search, schedule_for
+from ttsvar_core.sampling import SamplingParams
+
+SCHEDULE = [(1, 1), (2, 2), (3, 3), (4, 4), (5, 5)]
+
+
+def run(tiny, prompts, batch, reward=None, extractor=None, seed=3):
+    model, vae = tiny
+    feats, lens = prompts
+    return run_search(model, vae, feats, lens, ["p0", "p1"], SCHEDULE, SamplingParams(), batch, seed=seed,
+                      reward=reward, extractor=extractor)
+
+
+def test_schedule_sizes_are_followed_exactly(tiny, prompts, reward, extractor):
+    batch = BatchSchedule(base_sizes=(4, 3, 3, 2, 1), cluster_scales=(1,), resample_scales=(3, 4))
+    result = run(tiny, prompts, batch, reward, extractor)
+    per_prompt = [s.get("live_after", s["live"]) // 2 for s in result.trace["scales"]]
+    assert per_prompt == list(batch.sizes)
+    assert [e["event"] for e in result.trace["events"]] == ["cluster", "resample", "resample", "final"]
+    assert result.images.shape == (2, 80, 80, 3)
+
+
+def test_best_of_n_picks_the_highest_reward(tiny, prompts, reward):
+    result = run(tiny, prompts, schedule_for("bon", 3, len(SCHEDULE)), reward)
+    for p, pick in enumerate(result.picks):
+        group = (result.prompt_of == p).nonzero().squeeze(1)
+        assert pick in group.tolist() and result.scores[pick] == result.scores[group].max()
+        assert torch.allclose(result.scores[pick], reward.score(result.images[pick:pick + 1], "")[0])
+
+
+def test_tts_var_and_best_of_n_start_from_the_same_candidates(tiny, prompts, reward, extractor):
+    bon = run(tiny, prompts, schedule_for("bon", 4, len(SCHEDULE)), reward)
+    tts = run(tiny, prompts, BatchSchedule(base_sizes=(4, 4, 2, 1, 1), cluster_scales=(2,),
+                                           resample_scales=(3,)), reward, extractor)
+    # the final TTS-VAR candidates were re-indexed: follow each back to its initial candidate
+    assert bon.state.origin.tolist() == list(range(8))
+    for j, origin in enumerate(tts.state.origin.tolist()):
+        assert torch.equal(tts.state.bits[0][j], bon.state.bits[0][origin])
+
+
+def test_importance_sampling_and_raw(tiny, prompts, reward):
+    result = run(tiny, prompts, schedule_for("is", 3, len(SCHEDULE)), reward)
+    assert result.trace["events"][-1]["mode"] == "sample" and len(result.picks) == 2
+    raw = run(tiny, prompts, schedule_for("raw", 2, len(SCHEDULE)))
+    assert torch.isnan(raw.scores).all() and raw.images.shape[0] == 4
+
+
+def test_missing_models_are_reported(tiny, prompts):
+    with pytest.raises(ValueError, match="reward"):
+        run(tiny, prompts, schedule_for("bon", 2, len(SCHEDULE)))
+    with pytest.raises(ValueError, match="feature extractor"):
+        run(tiny, prompts, BatchSchedule(base_sizes=(4, 2, 2, 2, 2), cluster_scales=(1,), resample_scales=()),
+            reward=object())

@@ -1,0 +1,122 @@
+"""Batch schedules: how many candidates live after each scale, and where the search narrows them.
+
+`sizes[si]` is the number of live candidates once scale si has been generated and its selection (if any)
+has run; scale si is generated with `sizes[si - 1]` candidates (scale 0 with `sizes[0]`). Sizes may change
+only at a clustering or resampling scale, so every entry is followed exactly.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+POTENTIALS = ("value", "diff", "max", "sum")
+FEATURE_MODES = ("pca", "pool", "global")
+
+PAPER_BASE_SIZES = (8, 8, 6, 6, 6, 4, 2, 2, 2, 1, 1, 1, 1)
+
+
+@dataclass(frozen=True)
+class BatchSchedule:
+    base_sizes: tuple[int, ...] = PAPER_BASE_SIZES
+    multiplier: int = 1                      # N: every size is multiplied by it
+    cluster_scales: tuple[int, ...] = (2, 5)
+    resample_scales: tuple[int, ...] = (6, 9)
+    potential: str = "value"
+    lam: float = 10.0                        # temperature lambda of the resampling weights exp(lambda * potential)
+    feature_mode: str = "pca"
+    final: str = "best"                      # "best": argmax of the final reward; "sample": importance sampling
+    score_final: bool = True
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        return tuple(b * self.multiplier for b in self.base_sizes)
+
+    @property
+    def num_scales(self) -> int:
+        return len(self.base_sizes)
+
+    def initial(self) -> int:
+        return self.sizes[0]
+
+    def event(self, si: int) -> str | None:
+        if si in self.cluster_scales:
+            return "cluster"
+        if si in self.resample_scales:
+            return "resample"
+        return None
+
+    def validate(self, model_scales: int | None = None) -> "BatchSchedule":
+        sizes = self.sizes
+        if self.multiplier < 1:
+            raise ValueError(f"N (the size multiplier) must be >= 1, got {self.multiplier}")
+        if any(s < 1 for s in sizes):
+            raise ValueError(f"every batch size must be >= 1, got {list(sizes)}: a size of 0 would leave no "
+                             "candidate to continue")
+        if model_scales is not None and self.num_scales != model_scales:
+            raise ValueError(f"the batch schedule has {self.num_scales} entries but the image schedule has "
+                             f"{model_scales} scales: use BatchSchedule.rescaled({model_scales}) or edit the sizes")
+        both = set(self.cluster_scales) & set(self.resample_scales)
+        if both:
+            raise ValueError(f"scale(s) {sorted(both)} are both clustering and resampling scales")
+        for si in list(self.cluster_scales) + list(self.resample_scales):
+            if not 0 <= si < self.num_scales:
+                raise ValueError(f"selection scale {si} is out of range 0..{self.num_scales - 1}")
+        if self.potential not in POTENTIALS:
+            raise ValueError(f"unknown potential {self.potential!r}; choose one of {POTENTIALS}")
+        if self.feature_mode not in FEATURE_MODES:
+            raise ValueError(f"unknown feature mode {self.feature_mode!r}; choose one of {FEATURE_MODES}")
+        if self.final not in ("best", "sample", "none"):
+            raise ValueError("final must be 'best', 'sample' or 'none'")
+        live = sizes[0]
+        for si, size in enumerate(sizes):
+            event = self.event(si)
+            if event is None and size != live:
+                raise ValueError(f"the size changes from {live} to {size} after scale {si}, which is not a "
+                                 "clustering or resampling scale; add it to one of them or keep the size")
+            if event == "cluster" and size > live:
+                raise ValueError(f"clustering after scale {si} must not grow the batch ({live} -> {size}): "
+                                 "clustering keeps one candidate per cluster")
+            live = size
+        return self
+
+    def rescaled(self, num_scales: int) -> "BatchSchedule":
+        """The same schedule for another number of scales: each selection scale moves proportionally and
+        keeps the size it produced; selections that would land on one scale are spread to the next ones."""
+        events, last = {}, -1
+        for si in sorted(self.cluster_scales + self.resample_scales):
+            j = max(round(si * (num_scales - 1) / max(self.num_scales - 1, 1)), last + 1)
+            if j >= num_scales:
+                break
+            events[j], last = (self.event(si), self.base_sizes[si]), j
+        base, live = [], self.base_sizes[0]
+        for j in range(num_scales):
+            live = events[j][1] if j in events else live
+            base.append(live)
+        clusters = tuple(j for j, (kind, _) in sorted(events.items()) if kind == "cluster")
+        resamples = tuple(j for j, (kind, _) in sorted(events.items()) if kind == "resample")
+        return replace(self, base_sizes=tuple(base), cluster_scales=clusters, resample_scales=resamples)
+
+
+def preset(name: str, n: int = 1, num_scales: int | None = None) -> BatchSchedule:
+    """Named schedules: the paper's TTS-VAR settings and the baselines, with N as multiplier."""
+    scales = num_scales or 13
+    if name == "tts-var-2b":
+        sched = BatchSchedule(multiplier=n)
+    elif name == "tts-var-8b":
+        # the 8B release at 512 px (0.25M) has 10 scales: the 2B shape, rescaled
+        sched = BatchSchedule(multiplier=n).rescaled(10)
+    elif name in ("bon", "best-of-n"):
+        sched = BatchSchedule(base_sizes=(1,) * scales, multiplier=n, cluster_scales=(), resample_scales=())
+    elif name in ("is", "importance-sampling"):
+        sched = BatchSchedule(base_sizes=(1,) * scales, multiplier=n, cluster_scales=(), resample_scales=(),
+                              final="sample")
+    elif name in ("raw", "plain"):
+        sched = BatchSchedule(base_sizes=(1,) * scales, multiplier=n, cluster_scales=(), resample_scales=(),
+                              final="none", score_final=False)
+    else:
+        raise ValueError(f"unknown schedule preset {name!r}; choose tts-var-2b, tts-var-8b, bon, is or raw")
+    if num_scales is not None and sched.num_scales != num_scales:
+        sched = sched.rescaled(num_scales)
+    return sched.validate()
+
+
+PRESET_NAMES = ("tts-var-2b", "tts-var-8b", "bon", "is", "raw")

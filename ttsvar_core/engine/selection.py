@@ -1,0 +1,202 @@
+"""Selection math (swappable parts): clustering for diversity, reward potentials for resampling.
+
+Each `*_step` function takes a state and returns (new state, trace record); the math lives in the plain
+functions so it can be tested on constructed features and scores.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import torch
+
+from .schedule import POTENTIALS
+from .state import SearchState
+from .streams import Stream, derive_seed
+
+
+# ---- clustering ------------------------------------------------------------------------------------------
+def pca_maps(patch_tokens: torch.Tensor) -> torch.Tensor:
+    """Per image: centre its patch tokens, project them on their first principal axis -> [N, P].
+
+    The axis of an SVD has an arbitrary sign; we flip each map so that its largest-magnitude entry is
+    positive, so two images with the same structure give the same map instead of opposite ones."""
+    tokens = patch_tokens.float()
+    centred = tokens - tokens.mean(dim=1, keepdim=True)
+    _, _, vh = torch.linalg.svd(centred, full_matrices=False)
+    maps = torch.einsum("npc,nc->np", centred, vh[:, 0])
+    pivot = maps.gather(1, maps.abs().argmax(dim=1, keepdim=True))
+    return maps * torch.where(pivot < 0, -1.0, 1.0)
+
+
+def feature_vectors(features, mode: str) -> np.ndarray:
+    """`features` has .patch_tokens [N, P, C] (or None) and .pooled [N, C]."""
+    if mode == "pca":
+        if features.patch_tokens is None:
+            raise ValueError("the 'pca' feature mode needs patch tokens; this extractor gives only global "
+                             "features: use the 'global' mode")
+        return pca_maps(features.patch_tokens).numpy()
+    if mode == "pool":
+        if features.patch_tokens is None:
+            raise ValueError("the 'pool' feature mode needs patch tokens; use 'global'")
+        return features.patch_tokens.float().mean(dim=1).numpy()
+    return features.pooled.float().numpy()
+
+
+def cluster_select(vectors: np.ndarray, k: int, random_state: int = 0) -> list[int]:
+    """KMeans (k-means++, fixed random state) into k clusters; keeps the member nearest each centre,
+    ordered by cluster id. Fewer than k distinct vectors: empty clusters take the nearest unused member."""
+    from sklearn.cluster import KMeans
+    n = vectors.shape[0]
+    if k >= n:
+        return list(range(n))
+    if not np.isfinite(vectors).all():
+        raise ValueError("features contain NaN or infinite values; cannot cluster")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # duplicate points: sklearn warns, the fallback below handles it
+        km = KMeans(n_clusters=k, init="k-means++", n_init=1, random_state=random_state).fit(vectors)
+    distances = np.linalg.norm(vectors[:, None, :] - km.cluster_centers_[None, :, :], axis=-1)
+    chosen: list[int] = []
+    for c in range(k):
+        members = [i for i in np.flatnonzero(km.labels_ == c) if i not in chosen]
+        pool = members or [i for i in range(n) if i not in chosen]
+        chosen.append(int(min(pool, key=lambda i: distances[i, c])))
+    return chosen
+
+
+# ---- potentials and resampling ---------------------------------------------------------------------------
+def potential(history: torch.Tensor, si: int, kind: str) -> torch.Tensor:
+    """Potential of every candidate at scale si from its reward history [N, S] (NaN = not scored).
+    value: r; diff: r - previous reward; max: max of all rewards so far; sum: sum of all rewards so far.
+    Without an earlier reward, every kind reduces to value."""
+    if kind not in POTENTIALS:
+        raise ValueError(f"unknown potential {kind!r}; choose one of {POTENTIALS}")
+    current = history[:, si]
+    past = history[:, :si]
+    scored = ~torch.isnan(past)
+    if kind == "value" or not bool(scored.any()):
+        return current
+    if kind == "diff":
+        last = torch.full_like(current, float("nan"))
+        for j in range(si):
+            last = torch.where(scored[:, j], past[:, j], last)
+        return torch.where(torch.isnan(last), current, current - last)
+    if kind == "max":
+        return torch.maximum(current, torch.where(scored, past, -torch.inf).amax(dim=1))
+    return current + torch.where(scored, past, 0.0).sum(dim=1)
+
+
+def resampling_weights(potentials: torch.Tensor, lam: float) -> tuple[torch.Tensor, str]:
+    """Normalised weights softmax(lam * potential), computed in log space so it never overflows.
+
+    Policy for non-finite rewards (instead of the reference's fallbacks, which discard the finite rewards):
+    +inf: the +inf candidates share all the mass; -inf and NaN: weight 0; if nothing finite is left,
+    uniform weights. The returned note says which rule applied."""
+    logits = lam * potentials.double()
+    note = ""
+    if torch.isposinf(logits).any():
+        logits = torch.where(torch.isposinf(logits), 0.0, -torch.inf)
+        note = "+inf rewards take all the weight"
+    nan = torch.isnan(logits)
+    if nan.any():
+        logits = torch.where(nan, -torch.inf, logits)
+        note = f"{int(nan.sum())} NaN reward(s) given weight 0"
+    if torch.isneginf(logits).all():
+        return torch.full_like(potentials, 1.0 / potentials.numel(), dtype=torch.float32), \
+            "no finite reward: uniform weights"
+    return torch.softmax(logits, dim=0).float(), note
+
+
+def resample(weights: torch.Tensor, k: int, generator: torch.Generator | None) -> list[int]:
+    """k draws with replacement (a strong candidate may be cloned)."""
+    return torch.multinomial(weights, k, replacement=True, generator=generator).tolist()
+
+
+def combine_rewards(scores: dict[str, torch.Tensor], weights: dict[str, float] | None = None) -> torch.Tensor:
+    """Several rewards on one scale: each softmax-normalised over the candidates, then a weighted mean
+    (the paper's appendix combines HPS and ImageReward this way)."""
+    weights = weights or {name: 1.0 for name in scores}
+    total = sum(weights.values())
+    return sum(weights[n] * torch.softmax(s.float(), dim=0) for n, s in scores.items()) / total
+
+
+# ---- steps on a state --------------------------------------------------------------------------------------
+def _score_groups(state: SearchState, images: torch.Tensor, reward, prompts: list[str]) -> torch.Tensor:
+    scores = torch.empty(state.num_candidates)
+    for p in range(state.num_prompts):
+        idx = state.candidates_of(p)
+        scores[idx] = reward.score(images[idx], prompts[p]).float().reshape(-1)
+    return scores
+
+
+def score_step(state: SearchState, vae, reward, prompts: list[str]) -> SearchState:
+    """Decodes the live candidates and records their rewards at the current scale."""
+    return state.with_scores(_score_groups(state, state.decode(vae), reward, prompts))
+
+
+def cluster_step(state: SearchState, vae, extractor, keep_per_prompt: int, mode: str = "pca",
+                 random_state: int = 0):
+    images = state.decode(vae)
+    features = extractor.extract(images)
+    vectors = feature_vectors(features, mode)
+    keep, record = [], {"event": "cluster", "scale": state.scale - 1, "groups": []}
+    for p in range(state.num_prompts):
+        idx = state.candidates_of(p)
+        local = cluster_select(vectors[idx], keep_per_prompt, random_state)
+        keep += [idx[i] for i in local]
+        record["groups"].append({"prompt": p, "candidates": idx, "kept": [idx[i] for i in local]})
+    record["kept"] = keep
+    return state.select(keep), record
+
+
+def resample_step(state: SearchState, vae, reward, prompts: list[str], keep_per_prompt: int, potential_kind: str,
+                  lam: float):
+    """Scores the live candidates, then draws `keep_per_prompt` of each prompt's by their potentials."""
+    state = score_step(state, vae, reward, prompts)
+    si = state.scale - 1
+    keep, record = [], {"event": "resample", "scale": si, "potential": potential_kind, "lambda": lam, "groups": []}
+    shared = state.streams[0].generator(state.model.device) if state.shared_stream else None
+    for p in range(state.num_prompts):
+        idx = state.candidates_of(p)
+        pots = potential(state.scores[idx], si, potential_kind)
+        weights, note = resampling_weights(pots, lam)
+        gen = shared or Stream(derive_seed(state.seed, "resample", p, si)).generator("cpu")
+        draws = resample(weights.to(gen.device), keep_per_prompt, gen)
+        keep += [idx[i] for i in draws]
+        record["groups"].append({"prompt": p, "candidates": idx, "scores": state.scores[idx, si].tolist(),
+                                 "potentials": pots.tolist(), "weights": weights.tolist(),
+                                 "kept": [idx[i] for i in draws], "note": note})
+    record["kept"] = keep
+    new = state.select(keep)
+    if shared is not None:  # the reference draws with the bit generator, shifting every later bit draw
+        from dataclasses import replace
+        new = replace(new, streams=(Stream.after(state.streams[0].seed, shared),))
+    return new, record
+
+
+def final_pick(state: SearchState, vae, reward, prompts: list[str], mode: str = "best", lam: float = 10.0):
+    """Per prompt: the best final candidate (Best-of-N, TTS-VAR), one drawn by reward (importance
+    sampling), or the first (plain sampling, no reward)."""
+    if reward is not None and mode != "none":
+        state = score_step(state, vae, reward, prompts)
+    si = state.scale - 1
+    picks, record = [], {"event": "final", "mode": mode, "groups": []}
+    for p in range(state.num_prompts):
+        idx = state.candidates_of(p)
+        scores = state.scores[idx, si]
+        if mode == "best":
+            finite = torch.where(torch.isnan(scores), -torch.inf, scores)
+            choice = int(finite.argmax())
+        elif mode == "sample":
+            weights, _ = resampling_weights(scores, lam)
+            choice = resample(weights, 1, Stream(derive_seed(state.seed, "final", p)).generator("cpu"))[0]
+        else:
+            choice = 0
+        picks.append(idx[choice])
+        record["groups"].append({"prompt": p, "candidates": idx, "scores": scores.tolist(), "pick": idx[choice]})
+    return state, picks, record
+
+
+def finite_or_none(x: float):
+    return None if x is None or (isinstance(x, float) and not math.isfinite(x)) else x

@@ -1,0 +1,220 @@
+"""The candidate state of a search: steppable, selectable and branchable, never mutated in place.
+
+ComfyUI caches node outputs and may feed one state into two branches, so `step` and `select` return new
+states and leave their input valid. The KV cache is shared copy-on-write: a state may append to a cache
+only while it is the cache's frontier (nobody wrote past its prefix); otherwise it copies its prefix first.
+`select` re-indexes cache rows, codes, inputs, scores and streams with index operations, never by
+recomputing and never by cloning whole caches.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import torch
+
+from ..infinity import Infinity, TextCondition
+from ..kv_cache import KVCache
+from ..sampling import (Geometry, SamplingParams, accumulate, bits_to_codes, build_text, decode_images,
+                        guide_logits, latent_bits, next_input, row_layout, sample_bits, scale_forward, to_uint8)
+from .streams import Stream, derive_seed
+
+
+def index_keep_layout(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """index_select on dim 0 that keeps the tensor's memory layout (summed codes are channels-innermost,
+    and the layout decides which interpolation kernel runs, so it must survive a selection)."""
+    order = sorted(range(t.ndim), key=lambda d: (-t.stride(d), d))
+    physical = t.permute(order)
+    picked = physical.index_select(order.index(0), idx)
+    inverse = [order.index(d) for d in range(t.ndim)]
+    return picked.permute(inverse)
+
+
+@dataclass(frozen=True)
+class SearchState:
+    model: Infinity
+    geometry: Geometry
+    params: SamplingParams
+    text: TextCondition
+    num_prompts: int
+    guided: bool
+    prompt_of: torch.Tensor            # [N] prompt index of every candidate
+    scale: int                         # scales generated so far
+    bits: tuple                        # per scale [N, 1, H, W, d] uint8
+    summed: torch.Tensor | None        # [N, d, 1, H, W]
+    next_in: torch.Tensor | None       # [N, h*w, token_dim] input of the next scale
+    cache: KVCache
+    streams: tuple                     # per candidate Stream, or one shared Stream (reference mode)
+    shared_stream: bool
+    scores: torch.Tensor               # [N, num_scales] reward history, NaN where not scored
+    origin: torch.Tensor               # [N] index of the initial candidate each one descends from
+    seed: int = 0
+    memo: dict = field(default_factory=dict, compare=False, repr=False)  # decoded images of this state
+
+    # ---- construction ---------------------------------------------------------------------------------
+    @classmethod
+    def start(cls, model: Infinity, text_features: torch.Tensor, lens: list[int], schedule,
+              params: SamplingParams, candidates: int | list[int], seed: int = 0, negative=None,
+              shared_generator: bool = False) -> "SearchState":
+        """`candidates`: how many per prompt (an int for all, or one count per prompt)."""
+        geometry = Geometry.build(model, schedule)
+        params.validate(geometry.num_scales)
+        counts = [candidates] * len(lens) if isinstance(candidates, int) else list(candidates)
+        if len(counts) != len(lens) or min(counts) < 1:
+            raise ValueError(f"need a candidate count >= 1 for each of the {len(lens)} prompts, got {counts}")
+        guided = params.guided(geometry.num_scales)
+        text = build_text(model, text_features, lens, guided, negative)
+        prompt_of = torch.repeat_interleave(torch.arange(len(lens)), torch.tensor(counts)).to(model.device)
+        n = int(prompt_of.shape[0])
+        rows = 2 * n if guided else n
+        cache = KVCache(model.cfg.depth, rows, model.cfg.num_heads, geometry.total_tokens, model.cfg.head_dim,
+                        dtype=model.block_dtype, device=model.device)
+        if shared_generator:  # the reference's single generator, for parity with its runs
+            streams = (Stream(seed),)
+        else:
+            local = torch.cat([torch.arange(c) for c in counts]).tolist()
+            streams = tuple(Stream(derive_seed(seed, int(p), i)) for p, i in zip(prompt_of.tolist(), local))
+        return cls(model=model, geometry=geometry, params=params, text=text, num_prompts=len(lens), guided=guided,
+                   prompt_of=prompt_of, scale=0, bits=(), summed=None, next_in=None, cache=cache, streams=streams,
+                   shared_stream=shared_generator, scores=torch.full((n, geometry.num_scales), float("nan")),
+                   origin=torch.arange(n), seed=seed)
+
+    # ---- views ----------------------------------------------------------------------------------------
+    @property
+    def num_candidates(self) -> int:
+        return int(self.prompt_of.shape[0])
+
+    @property
+    def done(self) -> bool:
+        return self.scale == self.geometry.num_scales
+
+    @property
+    def cache_length(self) -> int:
+        return self.geometry.starts[self.scale]
+
+    def candidates_of(self, prompt: int) -> list[int]:
+        return (self.prompt_of == prompt).nonzero().squeeze(1).tolist()
+
+    def row_seq(self) -> torch.Tensor:
+        return row_layout(self.prompt_of, self.num_prompts, self.guided)
+
+    # ---- stepping -------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def step(self, until: int | None = None, callback=None) -> "SearchState":
+        """Generates the next scale (or every scale up to `until`, exclusive count of scales done)."""
+        target = self.scale + 1 if until is None else until
+        if not self.scale < target <= self.geometry.num_scales:
+            raise ValueError(f"cannot step from {self.scale} to {target} scales "
+                             f"(the schedule has {self.geometry.num_scales})")
+        state = self
+        while state.scale < target:
+            state = state._step_one()
+            if callback is not None:
+                callback(state)
+        return state
+
+    def _owned_cache(self) -> KVCache:
+        if self.cache.filled == self.cache_length:
+            return self.cache
+        return self.cache.prefix_copy(self.cache_length)
+
+    def _tokens(self) -> torch.Tensor:
+        model, n = self.model, self.num_candidates
+        if self.scale == 0:
+            return model.scale0_tokens(self.text.sos[self.row_seq()])
+        tokens = model.embed_tokens(self.next_in)
+        return tokens.repeat(2, 1, 1) if self.guided else tokens
+
+    def _step_one(self) -> "SearchState":
+        si, model, g = self.scale, self.model, self.geometry
+        cache = self._owned_cache()
+        raw = scale_forward(model, g, si, self._tokens(), self.text, self.row_seq(), cache, g.starts[si])
+        cache.filled = g.starts[si + 1]
+        logits = guide_logits(raw, self.num_candidates, self.params.cfg_at(si), self.params.tau_at(si), self.guided)
+        device = logits.device
+        if self.shared_stream:
+            gen = self.streams[0].generator(device)
+            token_bits = sample_bits(logits, self.params, gen)
+            streams = (Stream.after(self.streams[0].seed, gen),)
+        else:
+            gens = [s.generator(device) for s in self.streams]
+            token_bits = sample_bits(logits, self.params, gens)
+            streams = tuple(Stream.after(s.seed, gg) for s, gg in zip(self.streams, gens))
+        bits = latent_bits(token_bits, g, si)
+        summed = accumulate(self.summed, bits_to_codes(bits, model.cfg.codebook_dim), g, si)
+        nxt = next_input(summed, g, si) if si + 1 < g.num_scales else None
+        return replace(self, scale=si + 1, bits=self.bits + (bits,), summed=summed, next_in=nxt, cache=cache,
+                       streams=streams, memo={})
+
+    # ---- selection ------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def select(self, indices) -> "SearchState":
+        """Keeps, drops and duplicates candidates: new candidate i is old candidate indices[i].
+
+        A candidate kept once (or the first copy of a duplicate) keeps its random stream, so its
+        continuation is exactly what it would have generated alone; further copies get child streams.
+        """
+        idx = torch.as_tensor(list(indices), dtype=torch.long)
+        if idx.ndim != 1 or idx.numel() == 0:
+            raise ValueError("select needs at least one candidate index")
+        if int(idx.min()) < 0 or int(idx.max()) >= self.num_candidates:
+            raise ValueError(f"candidate index out of range 0..{self.num_candidates - 1}: {idx.tolist()}")
+        dev = self.prompt_of.device
+        rows = idx if not self.guided else torch.cat([idx, idx + self.num_candidates])
+        cache = self.cache.gather_rows(rows, self.cache_length)
+        if self.shared_stream:
+            streams = self.streams
+        else:
+            seen: dict[int, int] = {}
+            streams = []
+            for i in idx.tolist():
+                copy = seen.get(i, 0)
+                seen[i] = copy + 1
+                parent = self.streams[i]
+                streams.append(parent if copy == 0 else parent.child("copy", self.scale, copy))
+            streams = tuple(streams)
+        return replace(
+            self, prompt_of=self.prompt_of.index_select(0, idx.to(dev)),
+            bits=tuple(b.index_select(0, idx.to(b.device)) for b in self.bits),
+            summed=None if self.summed is None else index_keep_layout(self.summed, idx.to(self.summed.device)),
+            next_in=None if self.next_in is None else self.next_in.index_select(0, idx.to(self.next_in.device)),
+            cache=cache, streams=streams, scores=self.scores.index_select(0, idx), origin=self.origin[idx],
+            memo={})
+
+    def with_scores(self, scores: torch.Tensor) -> "SearchState":
+        """Records a reward for every live candidate at the current scale (returns a new state)."""
+        scores = torch.as_tensor(scores, dtype=torch.float32).reshape(-1)
+        if scores.shape[0] != self.num_candidates:
+            raise ValueError(f"{scores.shape[0]} scores for {self.num_candidates} candidates")
+        history = self.scores.clone()
+        history[:, self.scale - 1] = scores
+        return replace(self, scores=history, memo=self.memo)
+
+    # ---- images ---------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def decode(self, vae, chunk: int = 8) -> torch.Tensor:
+        """uint8 RGB images [N, H, W, 3] of the current (partial) code sums, decoded once per state."""
+        if self.summed is None:
+            raise ValueError("nothing to decode before the first scale has been generated")
+        if "images" not in self.memo:
+            self.memo["images"] = to_uint8(decode_images(vae, self.summed, chunk)).cpu()
+        return self.memo["images"]
+
+    @torch.no_grad()
+    def rebuilt_cache(self) -> KVCache:
+        """The cache recomputed from the stored bits (one forward per scale). Used to check re-indexing
+        and to restore a cache that was dropped to save memory."""
+        from ..sampling import next_input as resize
+        g, model = self.geometry, self.model
+        cache = KVCache(model.cfg.depth, self.cache.rows, model.cfg.num_heads, g.total_tokens, model.cfg.head_dim,
+                        dtype=model.block_dtype, device=model.device)
+        summed = None
+        for si in range(self.scale):
+            if si == 0:
+                tokens = model.scale0_tokens(self.text.sos[self.row_seq()])
+            else:
+                tokens = model.embed_tokens(resize(summed, g, si - 1))
+                tokens = tokens.repeat(2, 1, 1) if self.guided else tokens
+            scale_forward(model, g, si, tokens, self.text, self.row_seq(), cache, g.starts[si])
+            summed = accumulate(summed, bits_to_codes(self.bits[si], model.cfg.codebook_dim), g, si)
+        cache.filled = g.starts[self.scale]
+        return cache

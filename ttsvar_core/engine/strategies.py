@@ -1,0 +1,88 @@
+"""Strategies as compositions of step / cluster / resample / final pick (the loop owns the schedule)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from .schedule import BatchSchedule, preset
+from .selection import cluster_step, final_pick, resample_step
+from .state import SearchState
+
+STRATEGIES = {"raw": "raw", "bon": "bon", "is": "is", "tts-var": "tts-var-2b"}
+
+
+@dataclass
+class SearchResult:
+    images: torch.Tensor            # [N_final, H, W, 3] uint8 RGB: every final candidate
+    scores: torch.Tensor            # [N_final] final reward (NaN without a reward)
+    prompt_of: torch.Tensor         # [N_final]
+    picks: list[int]                # per prompt: index of its chosen final candidate
+    trace: dict = field(default_factory=dict)
+    state: SearchState | None = None
+
+    @property
+    def chosen(self) -> torch.Tensor:
+        return self.images[self.picks]
+
+
+def schedule_for(strategy: str, n: int, num_scales: int, **overrides) -> BatchSchedule:
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}; choose one of {list(STRATEGIES)}")
+    sched = preset(STRATEGIES[strategy], n=n, num_scales=num_scales)
+    if overrides:
+        from dataclasses import replace
+        sched = replace(sched, **{k: v for k, v in overrides.items() if v is not None})
+    return sched.validate(num_scales)
+
+
+def needs(schedule: BatchSchedule) -> tuple[bool, bool]:
+    """(needs a reward model, needs a feature extractor)"""
+    sizes = schedule.sizes
+    clusters = any(s > 0 and sizes[s] < sizes[s - 1] for s in schedule.cluster_scales)
+    reward = bool(schedule.resample_scales) or (schedule.score_final and schedule.final != "none")
+    return reward, clusters
+
+
+def run_search(model, vae, text_features, lens, prompts: list[str], image_schedule, params, batch: BatchSchedule,
+               *, seed: int = 0, reward=None, extractor=None, negative=None, shared_generator: bool = False,
+               callback=None, decode_chunk: int = 8) -> SearchResult:
+    """Runs a whole batch schedule. `callback(event, state, record)` sees every scale and selection
+    (progress bars, previews, interrupts: raising from it stops the run)."""
+    batch.validate(len(image_schedule))
+    need_reward, need_features = needs(batch)
+    if need_reward and reward is None:
+        raise ValueError("this schedule scores candidates: give a reward model")
+    if need_features and extractor is None:
+        raise ValueError("this schedule clusters candidates: give a feature extractor")
+    if len(prompts) != len(lens):
+        raise ValueError(f"{len(prompts)} prompt texts for {len(lens)} encoded prompts")
+    state = SearchState.start(model, text_features, lens, image_schedule, params, batch.sizes[0], seed=seed,
+                              negative=negative, shared_generator=shared_generator)
+    trace = {"seed": seed, "sizes": list(batch.sizes), "scales": [], "events": []}
+    for si in range(len(image_schedule)):
+        state = state.step()
+        trace["scales"].append({"scale": si, "live": state.num_candidates})
+        if callback:
+            callback("step", state, {"scale": si})
+        event, target = batch.event(si), batch.sizes[si]
+        per_prompt = target
+        if event == "cluster" and per_prompt < state.num_candidates // state.num_prompts:
+            state, record = cluster_step(state, vae, extractor, per_prompt, batch.feature_mode)
+        elif event == "resample":
+            state, record = resample_step(state, vae, reward, prompts, per_prompt, batch.potential, batch.lam)
+        else:
+            continue
+        trace["events"].append(record)
+        trace["scales"][-1]["live_after"] = state.num_candidates
+        if callback:
+            callback(event, state, record)
+    mode = batch.final if reward is not None else "none"
+    state, picks, record = final_pick(state, vae, reward if batch.score_final else None, prompts, mode, batch.lam)
+    trace["events"].append(record)
+    trace["picks"] = picks
+    images = state.decode(vae, decode_chunk)
+    if callback:
+        callback("final", state, record)
+    return SearchResult(images=images, scores=state.scores[:, -1].clone(), prompt_of=state.prompt_of.cpu(),
+                        picks=picks, trace=trace, state=state)
