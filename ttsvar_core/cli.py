@@ -1,8 +1,140 @@
 """`python -m ttsvar_core generate`: run a strategy on real or tiny model files."""
 from __future__ import annotations
 
+import json
+import math
+from pathlib import Path
+
+import torch
+
+STRATEGY_CHOICES = ("raw", "bon", "is", "tts-var")
+
+
+def int_list(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in text.replace(" ", "").split(",") if x) if text else ()
+
+
+def float_list(text: str):
+    values = tuple(float(x) for x in text.split(","))
+    return values[0] if len(values) == 1 else values
+
+
+def schedule_arg(text: str):
+    """'1x1,2x2,4x4' -> [(1, 1), (2, 2), (4, 4)]"""
+    return [tuple(int(v) for v in part.lower().split("x")) for part in text.split(",")]
+
 
 def add_generate_parser(sub):
     p = sub.add_parser("generate", help="generate images with plain sampling, Best-of-N, IS or TTS-VAR")
-    p.set_defaults(func=lambda args: (print("generate: not available yet"), 2)[1])
+    p.add_argument("--model", required=True, help="Infinity transformer (.pth, .safetensors or shard folder)")
+    p.add_argument("--vae", required=True, help="its VAE (.pth or .safetensors)")
+    p.add_argument("--text-encoder", required=True, help="local flan-t5-xl folder")
+    p.add_argument("--prompt", action="append", required=True, help="repeat for several prompts")
+    p.add_argument("--negative-prompt", default=None)
+    p.add_argument("--strategy", choices=STRATEGY_CHOICES, default="tts-var")
+    p.add_argument("--n", type=int, default=1, help="N: the batch schedule is multiplied by it")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="output folder for images and the trace")
+    p.add_argument("--aspect-ratio", type=float, default=1.0, help="h/w, snapped to the 15 templates")
+    p.add_argument("--pixel-budget", default="1M", choices=("0.06M", "0.25M", "0.60M", "1M"))
+    p.add_argument("--schedule", type=schedule_arg, default=None, help="custom scales, e.g. 1x1,2x2,4x4")
+    p.add_argument("--cfg", type=float_list, default=3.0, help="one value or one per scale")
+    p.add_argument("--tau", type=float_list, default=0.5, help="one value or one per scale")
+    p.add_argument("--top-k", type=int, default=900)
+    p.add_argument("--top-p", type=float, default=0.97)
+    p.add_argument("--batch-sizes", type=int_list, default=None, help="base sizes per scale (times N)")
+    p.add_argument("--cluster-scales", type=int_list, default=None)
+    p.add_argument("--resample-scales", type=int_list, default=None)
+    p.add_argument("--potential", choices=("value", "diff", "max", "sum"), default=None)
+    p.add_argument("--lam", type=float, default=None, help="resampling temperature lambda")
+    p.add_argument("--feature-mode", choices=("pca", "pool", "global"), default=None)
+    p.add_argument("--reward", default="imagereward", help="reward kind (imagereward, hps, clip, aesthetic)")
+    p.add_argument("--reward-file", default=None, help="reward weights file or folder")
+    p.add_argument("--reward-extra", default=None, help="second file a reward needs (aesthetic: SigLIP folder)")
+    p.add_argument("--features", default="dinov2", help="feature extractor kind (dinov2, inception)")
+    p.add_argument("--features-file", default=None)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default=None,
+                   help="transformer block dtype (default bf16 on GPU, fp32 on CPU)")
+    p.add_argument("--shared-generator", action="store_true",
+                   help="one random generator for all candidates, as the reference code (parity runs)")
+    p.add_argument("--trace", default=None, help="write the per-scale trace to this JSON file")
+    p.set_defaults(func=run_generate)
     return p
+
+
+def build_batch_schedule(args, num_scales: int):
+    from .engine import schedule_for
+    overrides = dict(cluster_scales=args.cluster_scales, resample_scales=args.resample_scales,
+                     potential=args.potential, lam=args.lam, feature_mode=args.feature_mode)
+    if args.batch_sizes:
+        overrides["base_sizes"] = args.batch_sizes
+    return schedule_for(args.strategy, args.n, num_scales, **overrides)
+
+
+def load_scorers(args, batch, device):
+    from .engine.strategies import needs
+    need_reward, need_features = needs(batch)
+    reward = extractor = None
+    if need_reward:
+        if not args.reward_file:
+            raise SystemExit(f"the {args.strategy} strategy scores candidates: pass --reward-file "
+                             "(e.g. ImageReward.pt from models/ttsvar_rewards)")
+        from .scorers import load_reward
+        extra = {"siglip_path": args.reward_extra} if args.reward_extra else {}
+        reward = load_reward(args.reward, args.reward_file, device=device, **extra)
+    if need_features:
+        if not args.features_file:
+            raise SystemExit("clustering needs image features: pass --features-file (e.g. the DINOv2 ViT-L/14 "
+                             "with registers weights from models/ttsvar_features)")
+        from .scorers import load_feature_extractor
+        extractor = load_feature_extractor(args.features, args.features_file, device=device)
+    return reward, extractor
+
+
+def run_generate(args) -> int:
+    from PIL import Image
+    from tqdm import tqdm
+
+    from .engine import run_search
+    from .pipeline import InfinityPipeline
+    from .sampling import SamplingParams
+
+    device = torch.device(args.device)
+    dtype = args.dtype or ("bf16" if device.type == "cuda" else "fp32")
+    pipe = InfinityPipeline.load(args.model, args.vae, args.text_encoder, device=device, dtype=dtype)
+    schedule = pipe.schedule(args.aspect_ratio, args.pixel_budget, args.schedule)
+    batch = build_batch_schedule(args, len(schedule))
+    reward, extractor = load_scorers(args, batch, device)
+    params = SamplingParams(cfg=args.cfg, tau=args.tau, top_k=args.top_k, top_p=args.top_p).validate(len(schedule))
+    features, lens, negative = pipe.encode(args.prompt, args.negative_prompt)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with tqdm(total=len(schedule), desc=f"{args.strategy} N={args.n}", unit="scale") as bar:
+        def progress(event, state, record):
+            if event == "step":
+                bar.set_postfix(live=state.num_candidates)
+                bar.update(1)
+        result = run_search(pipe.model, pipe.vae, features, lens, args.prompt, schedule, params, batch,
+                            seed=args.seed, reward=reward, extractor=extractor, negative=negative,
+                            shared_generator=args.shared_generator, callback=progress)
+    for p, pick in enumerate(result.picks):
+        Image.fromarray(result.images[pick].numpy()).save(out / f"prompt{p}_chosen.png")
+        for rank, j in enumerate((result.prompt_of == p).nonzero().squeeze(1).tolist()):
+            score = float(result.scores[j])
+            tag = "" if math.isnan(score) else f"_{score:+.4f}"
+            Image.fromarray(result.images[j].numpy()).save(out / f"prompt{p}_final{rank}{tag}.png")
+    if args.trace:
+        trace = dict(result.trace, prompts=args.prompt, strategy=args.strategy, n=args.n,
+                     schedule=[list(s) for s in schedule])
+        Path(args.trace).write_text(json.dumps(trace, indent=1, default=_json_default))
+    print(f"wrote {len(result.picks)} chosen and {result.images.shape[0]} final images to {out}")
+    return 0
+
+
+def _json_default(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

@@ -1,0 +1,57 @@
+"""The loaded Infinity parts in one object: transformer, VAE and text encoder (shared by CLI and nodes)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .checkpoints import load_infinity, load_vae
+from .infinity import Infinity
+from .schedules import get_schedule, validate_schedule
+from .text import TextEncoder
+from .vae import BSQVAE
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def parse_dtype(name: str | torch.dtype) -> torch.dtype:
+    if isinstance(name, torch.dtype):
+        return name
+    if name not in DTYPES:
+        raise ValueError(f"unknown dtype {name!r}; choose one of {list(DTYPES)}")
+    return DTYPES[name]
+
+
+@dataclass
+class InfinityPipeline:
+    model: Infinity
+    vae: BSQVAE
+    text_encoder: TextEncoder
+
+    @classmethod
+    def load(cls, model_path, vae_path, text_encoder_dir, *, device="cpu", dtype="fp32",
+             text_device=None) -> "InfinityPipeline":
+        device, dtype = torch.device(device), parse_dtype(dtype)
+        vae = load_vae(vae_path, device=device, dtype=torch.float32 if device.type == "cpu" else dtype)
+        model = load_infinity(model_path, vae_cfg=vae.cfg, device=device, dtype=dtype)
+        text = TextEncoder(text_encoder_dir, device=text_device or device, max_length=model.cfg.text_maxlen)
+        if text.channels != model.cfg.text_channels:
+            raise ValueError(f"the text encoder in {Path(text_encoder_dir)} gives {text.channels}-channel features "
+                             f"but the transformer expects {model.cfg.text_channels} (flan-t5-xl: 2048)")
+        return cls(model, vae, text)
+
+    def encode(self, prompts: list[str], negative_prompt: str | None = None):
+        """T5 rows of every prompt (each distinct prompt encoded once) and optional negative prompts."""
+        features, lens = self.text_encoder.encode(prompts)
+        negative = None
+        if negative_prompt:
+            negative = self.text_encoder.encode([negative_prompt] * len(prompts))
+        return features, lens, negative
+
+    def schedule(self, aspect_ratio: float | str = 1.0, pixel_budget: str = "1M", custom=None):
+        return validate_schedule(custom) if custom else get_schedule(aspect_ratio, pixel_budget)
+
+    @property
+    def pixels_per_token(self) -> int:
+        return self.vae.cfg.patch_size * (2 if self.model.cfg.apply_spatial_patchify else 1)
