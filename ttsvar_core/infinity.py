@@ -6,7 +6,7 @@ sequence through `row_seq`, so candidates of one prompt share it instead of stor
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -39,6 +39,13 @@ class TextCondition:
     gss: torch.Tensor            # [S, 1, 6, C] shared AdaLN parameters
     memory: torch.Tensor         # [sum(lens), C] cross-attention keys/values source
     lens: list[int]              # text rows per sequence
+    block_kv: dict = field(default_factory=dict, repr=False)  # layer -> projected text (k, v), filled once
+
+    def keys_values(self, layer: int, attention: "CrossAttention"):
+        """Every block projects the same text at every scale: do it once per block and keep it."""
+        if layer not in self.block_kv:
+            self.block_kv[layer] = attention.keys_values(self.memory)
+        return self.block_kv[layer]
 
     @property
     def num_sequences(self) -> int:
@@ -128,10 +135,10 @@ class CrossAttention(nn.Module):
         out = torch.cat(outs, 0).transpose(1, 2).reshape(len(outs), -1)
         return linear(out.float(), self.proj)
 
-    def forward(self, x, memory, offsets, seq_groups):
+    def forward(self, x, kv, offsets, seq_groups):
         rows, length, c = x.shape
         q = round_bf16(linear(x, self.mat_q)).view(rows, length, self.num_heads, self.head_dim).transpose(1, 2)
-        k, v = self.keys_values(memory)
+        k, v = kv
         out = torch.empty_like(q)
         for seq, idx in seq_groups:
             a, b = offsets[seq], offsets[seq + 1]
@@ -160,13 +167,13 @@ class Block(nn.Module):
         self.ca_norm = nn.LayerNorm(c, eps=cfg.norm_eps)
         self.ada_gss = nn.Parameter(torch.zeros(1, 1, 6, c))
 
-    def forward(self, x, gss_rows, memory, offsets, seq_groups, rope_cos, rope_sin, cache, layer, start,
+    def forward(self, x, gss_rows, text_kv, offsets, seq_groups, rope_cos, rope_sin, cache, layer, start,
                 attn_mask=None):
         gamma1, gamma2, scale1, scale2, shift1, shift2 = (self.ada_gss.float() + gss_rows).unbind(2)
         a = ada_layer_norm(x, scale1, shift1, self.eps)
         x = x + self.sa(a, rope_cos, rope_sin, cache, layer, start, attn_mask).float().mul_(gamma1)
         x = x + self.ca(F.layer_norm(x, (x.shape[-1],), self.ca_norm.weight.float(), self.ca_norm.bias.float(),
-                                     self.eps), memory, offsets, seq_groups).float()
+                                     self.eps), text_kv, offsets, seq_groups).float()
         x = x + self.ffn(ada_layer_norm(x, scale2, shift2, self.eps)).float().mul(gamma2)
         return x
 
@@ -277,8 +284,8 @@ class Infinity(nn.Module):
         offsets = text.offsets()
         seq_groups = [(int(s), (row_seq == s).nonzero().squeeze(1)) for s in row_seq.unique()]
         for layer, block in enumerate(self.blocks()):
-            x = block(x, gss_rows, text.memory, offsets, seq_groups, rope_cos, rope_sin, cache, layer, start,
-                      attn_mask)
+            x = block(x, gss_rows, text.keys_values(layer, block.ca), offsets, seq_groups, rope_cos, rope_sin, cache,
+                      layer, start, attn_mask)
         return x
 
     def logits(self, hidden: torch.Tensor, sos_rows: torch.Tensor) -> torch.Tensor:

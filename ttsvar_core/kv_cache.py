@@ -38,13 +38,15 @@ class KVCache:
         self.v[layer, :, :, start:end] = v_new
         return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
 
-    def gather_rows(self, rows: torch.Tensor | list[int], length: int) -> "KVCache":
-        """A fresh cache whose row i is row `rows[i]` of this one, for the first `length` positions.
+    def gather_rows(self, rows: torch.Tensor | list[int], length: int, capacity: int | None = None) -> "KVCache":
+        """A fresh cache whose row i is row `rows[i]` of this one, for the first `length` positions, with room
+        for `capacity` positions (default: this cache's).
 
         Copies row by row so that no temporary of the whole cache is ever made; the source stays valid.
         """
         rows = [int(r) for r in rows]
-        out = KVCache(self.k.shape[0], len(rows), self.k.shape[2], self.capacity, self.k.shape[4],
+        capacity = max(capacity or self.capacity, length)
+        out = KVCache(self.k.shape[0], len(rows), self.k.shape[2], capacity, self.k.shape[4],
                       dtype=self.k.dtype, device=self.k.device)
         for dst, src in enumerate(rows):
             out.k[:, dst, :, :length].copy_(self.k[:, src, :, :length])
@@ -52,5 +54,13 @@ class KVCache:
         out.filled = length
         return out
 
-    def prefix_copy(self, length: int) -> "KVCache":
-        return self.gather_rows(range(self.rows), length)
+    def prefix_copy(self, length: int, capacity: int | None = None) -> "KVCache":
+        return self.gather_rows(range(self.rows), length, capacity)
+
+
+class CacheRef:
+    """The one mutable slot of a state: its cache may be released to save memory once a selection has
+    consumed it, and is rebuilt from the stored bits if that state is ever used again."""
+
+    def __init__(self, cache: KVCache | None):
+        self.cache = cache

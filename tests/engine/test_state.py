@@ -127,3 +127,25 @@ def test_bad_selections(tiny, prompts):
         state.step(until=9)
     with pytest.raises(ValueError, match="candidate count"):
         start(model, prompts, n=0)
+
+
+def test_released_cache_is_rebuilt_and_results_stay_the_same(tiny, prompts):
+    model, _ = tiny
+    mid = start(model, prompts).step(until=2)
+    kept = mid.select([1, 4], release_input=True)
+    assert mid.cache_ref.cache is None
+    again = mid.step(until=len(SCHEDULE))  # the released state is still usable: its cache is rebuilt
+    reference = start(model, prompts).step(until=len(SCHEDULE))
+    assert all(torch.equal(a, b) for a, b in zip(again.bits, reference.bits))
+    assert kept.step().scale == 3
+
+
+def test_small_capacity_grows_once_when_needed(tiny, prompts):
+    model, _ = tiny
+    feats, lens = prompts
+    state = SearchState.start(model, feats, lens, SCHEDULE, PARAMS, 2, seed=7, capacity_scales=2)
+    assert state.cache.capacity == 1 + 4
+    grown = state.step(until=len(SCHEDULE))
+    reference = SearchState.start(model, feats, lens, SCHEDULE, PARAMS, 2, seed=7).step(until=len(SCHEDULE))
+    assert grown.cache.capacity == sum(h * w for h, w in SCHEDULE)
+    assert all(torch.equal(a, b) for a, b in zip(grown.bits, reference.bits))

@@ -136,7 +136,7 @@ def score_step(state: SearchState, vae, reward, prompts: list[str]) -> SearchSta
 
 
 def cluster_step(state: SearchState, vae, extractor, keep_per_prompt: int, mode: str = "pca",
-                 random_state: int = 0):
+                 random_state: int = 0, capacity_scales: int | None = None, release_input: bool = False):
     images = state.decode(vae)
     features = extractor.extract(images)
     vectors = feature_vectors(features, mode)
@@ -147,11 +147,11 @@ def cluster_step(state: SearchState, vae, extractor, keep_per_prompt: int, mode:
         keep += [idx[i] for i in local]
         record["groups"].append({"prompt": p, "candidates": idx, "kept": [idx[i] for i in local]})
     record["kept"] = keep
-    return state.select(keep), record
+    return state.select(keep, capacity_scales, release_input), record
 
 
 def resample_step(state: SearchState, vae, reward, prompts: list[str], keep_per_prompt: int, potential_kind: str,
-                  lam: float):
+                  lam: float, capacity_scales: int | None = None, release_input: bool = False):
     """Scores the live candidates, then draws `keep_per_prompt` of each prompt's by their potentials."""
     state = score_step(state, vae, reward, prompts)
     si = state.scale - 1
@@ -168,7 +168,7 @@ def resample_step(state: SearchState, vae, reward, prompts: list[str], keep_per_
                                  "potentials": pots.tolist(), "weights": weights.tolist(),
                                  "kept": [idx[i] for i in draws], "note": note})
     record["kept"] = keep
-    new = state.select(keep)
+    new = state.select(keep, capacity_scales, release_input)
     if shared is not None:  # the reference draws with the bit generator, shifting every later bit draw
         from dataclasses import replace
         new = replace(new, streams=(Stream.after(state.streams[0].seed, shared),))

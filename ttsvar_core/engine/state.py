@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from ..infinity import Infinity, TextCondition
-from ..kv_cache import KVCache
+from ..kv_cache import CacheRef, KVCache
 from ..sampling import (Geometry, SamplingParams, accumulate, bits_to_codes, build_text, decode_images,
                         guide_logits, latent_bits, next_input, row_layout, sample_bits, scale_forward, to_uint8)
 from .streams import Stream, derive_seed
@@ -42,7 +42,7 @@ class SearchState:
     bits: tuple                        # per scale [N, 1, H, W, d] uint8
     summed: torch.Tensor | None        # [N, d, 1, H, W]
     next_in: torch.Tensor | None       # [N, h*w, token_dim] input of the next scale
-    cache: KVCache
+    cache_ref: CacheRef
     streams: tuple                     # per candidate Stream, or one shared Stream (reference mode)
     shared_stream: bool
     scores: torch.Tensor               # [N, num_scales] reward history, NaN where not scored
@@ -54,8 +54,10 @@ class SearchState:
     @classmethod
     def start(cls, model: Infinity, text_features: torch.Tensor, lens: list[int], schedule,
               params: SamplingParams, candidates: int | list[int], seed: int = 0, negative=None,
-              shared_generator: bool = False) -> "SearchState":
-        """`candidates`: how many per prompt (an int for all, or one count per prompt)."""
+              shared_generator: bool = False, capacity_scales: int | None = None) -> "SearchState":
+        """`candidates`: how many per prompt (an int for all, or one count per prompt).
+        `capacity_scales`: the KV cache gets room for this many scales (default all); a search that will
+        narrow the batch after scale k only needs k + 1 scales at the starting batch size."""
         geometry = Geometry.build(model, schedule)
         params.validate(geometry.num_scales)
         counts = [candidates] * len(lens) if isinstance(candidates, int) else list(candidates)
@@ -66,7 +68,8 @@ class SearchState:
         prompt_of = torch.repeat_interleave(torch.arange(len(lens)), torch.tensor(counts)).to(model.device)
         n = int(prompt_of.shape[0])
         rows = 2 * n if guided else n
-        cache = KVCache(model.cfg.depth, rows, model.cfg.num_heads, geometry.total_tokens, model.cfg.head_dim,
+        capacity = geometry.starts[min(capacity_scales or geometry.num_scales, geometry.num_scales)]
+        cache = KVCache(model.cfg.depth, rows, model.cfg.num_heads, capacity, model.cfg.head_dim,
                         dtype=model.block_dtype, device=model.device)
         if shared_generator:  # the reference's single generator, for parity with its runs
             streams = (Stream(seed),)
@@ -74,7 +77,8 @@ class SearchState:
             local = torch.cat([torch.arange(c) for c in counts]).tolist()
             streams = tuple(Stream(derive_seed(seed, int(p), i)) for p, i in zip(prompt_of.tolist(), local))
         return cls(model=model, geometry=geometry, params=params, text=text, num_prompts=len(lens), guided=guided,
-                   prompt_of=prompt_of, scale=0, bits=(), summed=None, next_in=None, cache=cache, streams=streams,
+                   prompt_of=prompt_of, scale=0, bits=(), summed=None, next_in=None, cache_ref=CacheRef(cache),
+                   streams=streams,
                    shared_stream=shared_generator, scores=torch.full((n, geometry.num_scales), float("nan")),
                    origin=torch.arange(n), seed=seed)
 
@@ -112,10 +116,25 @@ class SearchState:
                 callback(state)
         return state
 
+    @property
+    def cache(self) -> KVCache:
+        """This state's KV cache (rebuilt from the stored bits if it was released)."""
+        if self.cache_ref.cache is None:
+            self.cache_ref.cache = self.rebuilt_cache()
+        return self.cache_ref.cache
+
+    def release_cache(self) -> None:
+        """Frees this state's cache (memory); it is rebuilt transparently if the state is used again."""
+        self.cache_ref.cache = None
+
     def _owned_cache(self) -> KVCache:
-        if self.cache.filled == self.cache_length:
-            return self.cache
-        return self.cache.prefix_copy(self.cache_length)
+        """A cache this state may append its next scale to: the shared one while this state is its frontier
+        and it has room, else a copy of the prefix (with room for the rest of the schedule)."""
+        cache, needed = self.cache, self.geometry.starts[self.scale + 1]
+        if cache.filled == self.cache_length and cache.capacity >= needed:
+            return cache
+        capacity = cache.capacity if cache.capacity >= needed else self.geometry.total_tokens
+        return cache.prefix_copy(self.cache_length, capacity)
 
     def _tokens(self) -> torch.Tensor:
         model, n = self.model, self.num_candidates
@@ -142,16 +161,18 @@ class SearchState:
         bits = latent_bits(token_bits, g, si)
         summed = accumulate(self.summed, bits_to_codes(bits, model.cfg.codebook_dim), g, si)
         nxt = next_input(summed, g, si) if si + 1 < g.num_scales else None
-        return replace(self, scale=si + 1, bits=self.bits + (bits,), summed=summed, next_in=nxt, cache=cache,
-                       streams=streams, memo={})
+        return replace(self, scale=si + 1, bits=self.bits + (bits,), summed=summed, next_in=nxt,
+                       cache_ref=CacheRef(cache), streams=streams, memo={})
 
     # ---- selection ------------------------------------------------------------------------------------
     @torch.no_grad()
-    def select(self, indices) -> "SearchState":
+    def select(self, indices, capacity_scales: int | None = None, release_input: bool = False) -> "SearchState":
         """Keeps, drops and duplicates candidates: new candidate i is old candidate indices[i].
 
         A candidate kept once (or the first copy of a duplicate) keeps its random stream, so its
         continuation is exactly what it would have generated alone; further copies get child streams.
+        `capacity_scales`: room in the new cache (default: all scales). `release_input`: free this
+        state's cache afterwards (it is rebuilt from its bits if this state is ever stepped again).
         """
         idx = torch.as_tensor(list(indices), dtype=torch.long)
         if idx.ndim != 1 or idx.numel() == 0:
@@ -160,7 +181,10 @@ class SearchState:
             raise ValueError(f"candidate index out of range 0..{self.num_candidates - 1}: {idx.tolist()}")
         dev = self.prompt_of.device
         rows = idx if not self.guided else torch.cat([idx, idx + self.num_candidates])
-        cache = self.cache.gather_rows(rows, self.cache_length)
+        capacity = self.geometry.starts[min(capacity_scales or self.geometry.num_scales, self.geometry.num_scales)]
+        cache = self.cache.gather_rows(rows, self.cache_length, capacity)
+        if release_input:
+            self.release_cache()
         if self.shared_stream:
             streams = self.streams
         else:
@@ -177,7 +201,8 @@ class SearchState:
             bits=tuple(b.index_select(0, idx.to(b.device)) for b in self.bits),
             summed=None if self.summed is None else index_keep_layout(self.summed, idx.to(self.summed.device)),
             next_in=None if self.next_in is None else self.next_in.index_select(0, idx.to(self.next_in.device)),
-            cache=cache, streams=streams, scores=self.scores.index_select(0, idx), origin=self.origin[idx],
+            cache_ref=CacheRef(cache), streams=streams, scores=self.scores.index_select(0, idx),
+            origin=self.origin[idx],
             memo={})
 
     def with_scores(self, scores: torch.Tensor) -> "SearchState":
@@ -205,7 +230,8 @@ class SearchState:
         and to restore a cache that was dropped to save memory."""
         from ..sampling import next_input as resize
         g, model = self.geometry, self.model
-        cache = KVCache(model.cfg.depth, self.cache.rows, model.cfg.num_heads, g.total_tokens, model.cfg.head_dim,
+        rows = 2 * self.num_candidates if self.guided else self.num_candidates
+        cache = KVCache(model.cfg.depth, rows, model.cfg.num_heads, g.total_tokens, model.cfg.head_dim,
                         dtype=model.block_dtype, device=model.device)
         summed = None
         for si in range(self.scale):

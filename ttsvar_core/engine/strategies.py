@@ -57,8 +57,11 @@ def run_search(model, vae, text_features, lens, prompts: list[str], image_schedu
         raise ValueError("this schedule clusters candidates: give a feature extractor")
     if len(prompts) != len(lens):
         raise ValueError(f"{len(prompts)} prompt texts for {len(lens)} encoded prompts")
+    # each batch size only needs cache room until the next selection replaces its cache
+    events = sorted(s for s in batch.cluster_scales + batch.resample_scales)
+    room = lambda si: next((e + 1 for e in events if e > si), len(image_schedule))  # noqa: E731
     state = SearchState.start(model, text_features, lens, image_schedule, params, batch.sizes[0], seed=seed,
-                              negative=negative, shared_generator=shared_generator)
+                              negative=negative, shared_generator=shared_generator, capacity_scales=room(-1))
     trace = {"seed": seed, "sizes": list(batch.sizes), "scales": [], "events": []}
     for si in range(len(image_schedule)):
         state = state.step()
@@ -68,9 +71,11 @@ def run_search(model, vae, text_features, lens, prompts: list[str], image_schedu
         event, target = batch.event(si), batch.sizes[si]
         per_prompt = target
         if event == "cluster" and per_prompt < state.num_candidates // state.num_prompts:
-            state, record = cluster_step(state, vae, extractor, per_prompt, batch.feature_mode)
+            state, record = cluster_step(state, vae, extractor, per_prompt, batch.feature_mode,
+                                         capacity_scales=room(si))
         elif event == "resample":
-            state, record = resample_step(state, vae, reward, prompts, per_prompt, batch.potential, batch.lam)
+            state, record = resample_step(state, vae, reward, prompts, per_prompt, batch.potential, batch.lam,
+                                          capacity_scales=room(si))
         else:
             continue
         trace["events"].append(record)

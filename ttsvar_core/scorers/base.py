@@ -101,7 +101,7 @@ class Reward(_Hosted):
         if count == 0:
             return torch.zeros(0, dtype=torch.float32)
         self._ready()
-        with torch.inference_mode():
+        with torch.no_grad():  # not inference_mode: callers may modify the results in place
             text = self._encode_prompt(prompt)
             scores = [self._score_chunk(pils, text).float().cpu().reshape(-1) for pils in chunks]
         return torch.cat(scores)
@@ -127,7 +127,7 @@ class FeatureExtractor(_Hosted):
         if count == 0:
             raise ValueError("extract() needs at least one image")
         self._ready()
-        with torch.inference_mode():
+        with torch.no_grad():  # not inference_mode: callers may modify the results in place
             parts = [self._extract_chunk(pils) for pils in chunks]
         pooled = torch.cat([p.pooled.float().cpu() for p in parts])
         if parts[0].patch_tokens is None:

@@ -5,11 +5,10 @@ tensor in the file must be used or explicitly known to be unused, every weight o
 must come from the file, and a wrong file is named for what it looks like.
 """
 
-import os
 import pickle
 import zipfile
 from pathlib import Path
-from typing import Callable, Dict, Iterable, Optional, Set
+from typing import Callable, Dict, Iterable
 
 import torch
 
@@ -72,6 +71,8 @@ def _read_torch(path: Path, expected: str) -> dict:
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as exc:
+        if "Unsupported global" not in str(exc):  # not refused, just not a torch file
+            raise WrongFileError(f"{path} is not a readable PyTorch file; expected {expected}.") from exc
         raise WrongFileError(
             f"{path} cannot be loaded safely (torch.load with weights_only=True refused it: it holds "
             f"Python objects, not only tensors). Expected {expected}, which is a plain state dict. "
@@ -222,14 +223,3 @@ def _first_line(exc: Exception) -> str:
     text = str(exc).strip().splitlines()
     detail = [line.strip() for line in text if "size mismatch" in line]
     return (detail or text or [""])[0][:300]
-
-
-def existing_files(folder: Path, names: Iterable[str]) -> Set[str]:
-    return {n for n in names if (folder / n).exists()}
-
-
-def file_size_mb(path: Path) -> Optional[float]:
-    try:
-        return os.path.getsize(path) / 2**20
-    except OSError:
-        return None
