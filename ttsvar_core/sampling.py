@@ -195,7 +195,7 @@ def next_input(summed: torch.Tensor, geometry: Geometry, si: int) -> torch.Tenso
 def decode_images(vae, summed: torch.Tensor, chunk: int = 8) -> torch.Tensor:
     """Summed codes [n, d, 1, H, W] -> images in [-1, 1] [n, 3, pH, pW], decoded `chunk` at a time."""
     z = summed.squeeze(-3)
-    return torch.cat([vae.decode(z[i:i + chunk]) for i in range(0, z.shape[0], chunk)], 0)
+    return torch.cat([vae.decode(z[i:i + chunk].to(vae.device)) for i in range(0, z.shape[0], chunk)], 0)
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:

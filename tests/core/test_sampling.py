@@ -86,3 +86,16 @@ def test_bad_sampling_parameters(tiny):
         generate(model, feats, lens, SCHEDULE, SamplingParams(tau=0.0))
     with pytest.raises(ValueError, match="lengths sum"):
         generate(model, feats, [9], SCHEDULE, SamplingParams())
+
+
+def test_block_streaming_gives_the_same_result(tiny):
+    from ttsvar_core.offload import BlockStreamer
+    model, _ = build_random(PRESETS["tiny"], seed=3)
+    feats, lens = text([4])
+    params = SamplingParams(top_k=1, top_p=0.0)
+    reference = generate(model, feats, lens, SCHEDULE, params, record=True)
+    streamer = BlockStreamer(model, "cpu")
+    streamed = generate(model, feats, lens, SCHEDULE, params, record=True)
+    streamer.remove()
+    assert all(torch.equal(a, b) for a, b in zip(reference.raw_logits, streamed.raw_logits))
+    assert len(streamer.handles) == 0

@@ -1,10 +1,12 @@
 """Strategies as compositions of step / cluster / resample / final pick (the loop owns the schedule)."""
 from __future__ import annotations
 
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 
 import torch
 
+from ..offload import on_device
 from .schedule import BatchSchedule, preset
 from .selection import cluster_step, final_pick, resample_step
 from .state import SearchState
@@ -44,12 +46,24 @@ def needs(schedule: BatchSchedule) -> tuple[bool, bool]:
     return reward, clusters
 
 
+@contextmanager
+def visiting(device, enabled: bool, *parts):
+    """With `enabled`, the parts visit `device` only for the work inside the block (low-memory mode)."""
+    with ExitStack() as stack:
+        for part in parts:
+            if part is not None:
+                stack.enter_context(on_device(part, device, enabled))
+        yield
+
+
 def run_search(model, vae, text_features, lens, prompts: list[str], image_schedule, params, batch: BatchSchedule,
                *, seed: int = 0, reward=None, extractor=None, negative=None, shared_generator: bool = False,
-               callback=None, decode_chunk: int = 8) -> SearchResult:
+               callback=None, decode_chunk: int = 8, offload_idle: bool = False) -> SearchResult:
     """Runs a whole batch schedule. `callback(event, state, record)` sees every scale and selection
-    (progress bars, previews, interrupts: raising from it stops the run)."""
+    (progress bars, previews, interrupts: raising from it stops the run). `offload_idle`: the VAE,
+    reward and feature models sit in CPU memory and visit the model's device only while they work."""
     batch.validate(len(image_schedule))
+    idle = lambda *parts: visiting(model.device, offload_idle, *parts)  # noqa: E731
     need_reward, need_features = needs(batch)
     if need_reward and reward is None:
         raise ValueError("this schedule scores candidates: give a reward model")
@@ -68,14 +82,15 @@ def run_search(model, vae, text_features, lens, prompts: list[str], image_schedu
         trace["scales"].append({"scale": si, "live": state.num_candidates})
         if callback:
             callback("step", state, {"scale": si})
-        event, target = batch.event(si), batch.sizes[si]
-        per_prompt = target
+        event, per_prompt = batch.event(si), batch.sizes[si]
         if event == "cluster" and per_prompt < state.num_candidates // state.num_prompts:
-            state, record = cluster_step(state, vae, extractor, per_prompt, batch.feature_mode,
-                                         capacity_scales=room(si))
+            with idle(vae, extractor):
+                state, record = cluster_step(state, vae, extractor, per_prompt, batch.feature_mode,
+                                             capacity_scales=room(si))
         elif event == "resample":
-            state, record = resample_step(state, vae, reward, prompts, per_prompt, batch.potential, batch.lam,
-                                          capacity_scales=room(si))
+            with idle(vae, reward):
+                state, record = resample_step(state, vae, reward, prompts, per_prompt, batch.potential, batch.lam,
+                                              capacity_scales=room(si))
         else:
             continue
         trace["events"].append(record)
@@ -83,10 +98,12 @@ def run_search(model, vae, text_features, lens, prompts: list[str], image_schedu
         if callback:
             callback(event, state, record)
     mode = batch.final if reward is not None else "none"
-    state, picks, record = final_pick(state, vae, reward if batch.score_final else None, prompts, mode, batch.lam)
+    with idle(vae, reward):
+        state, picks, record = final_pick(state, vae, reward if batch.score_final else None, prompts, mode,
+                                          batch.lam)
+        images = state.decode(vae, decode_chunk)
     trace["events"].append(record)
     trace["picks"] = picks
-    images = state.decode(vae, decode_chunk)
     if callback:
         callback("final", state, record)
     return SearchResult(images=images, scores=state.scores[:, -1].clone(), prompt_of=state.prompt_of.cpu(),

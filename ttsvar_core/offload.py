@@ -1,0 +1,62 @@
+"""Low-memory operation: move idle models off the accelerator, stream transformer blocks from CPU memory."""
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+
+@contextmanager
+def on_device(module, device, enabled: bool = True):
+    """Runs a block of work with `module` on `device`, then sends it back to the CPU (when enabled).
+    Works for nn.Modules and for scorers with to()/offload()."""
+    if not enabled:
+        yield module
+        return
+    module.to(device)
+    try:
+        yield module
+    finally:
+        if hasattr(module, "offload"):
+            module.offload()
+        else:
+            module.to("cpu")
+
+
+class BlockStreamer:
+    """Keeps the transformer blocks in (pinned) CPU memory and copies one block at a time to the device
+    just before it runs; afterwards its parameters point back at the CPU copies (weights never change,
+    so nothing is copied back). The 2B model's blocks are ~4 GB in bf16; with streaming only the
+    embeddings, head, one block, the KV cache and activations need device memory."""
+
+    def __init__(self, model: nn.Module, device):
+        self.device = torch.device(device)
+        self.handles = []
+        self.host: dict[int, list[torch.Tensor]] = {}
+        for block in model.blocks():
+            tensors = list(block.parameters()) + list(block.buffers())
+            host = [t.data.to("cpu") for t in tensors]
+            if self.device.type == "cuda":
+                host = [h.pin_memory() for h in host]
+            for t, h in zip(tensors, host):
+                t.data = h
+            self.host[id(block)] = host
+            self.handles.append(block.register_forward_pre_hook(self._load))
+            self.handles.append(block.register_forward_hook(self._unload))
+
+    def _tensors(self, block):
+        return list(block.parameters()) + list(block.buffers())
+
+    def _load(self, block, args):
+        for t, h in zip(self._tensors(block), self.host[id(block)]):
+            t.data = h.to(self.device, non_blocking=True)
+
+    def _unload(self, block, args, output):
+        for t, h in zip(self._tensors(block), self.host[id(block)]):
+            t.data = h
+
+    def remove(self):
+        for handle in self.handles:
+            handle.remove()
+        self.handles.clear()
