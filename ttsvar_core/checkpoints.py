@@ -340,24 +340,36 @@ def load_infinity(path, *, vae_cfg: VAEConfig | None = None, device="cpu", dtype
     return model.eval().requires_grad_(False)
 
 
-def build_random(cfg: InfinityConfig, seed: int = 0, std: float = 0.02) -> tuple[Infinity, BSQVAE]:
-    """A seeded random model pair (tests, tiny demos): non-trivial weights everywhere."""
-    gen = torch.Generator().manual_seed(seed)
-    model, vae = Infinity(cfg), BSQVAE(cfg.vae)
+def build_random(cfg: InfinityConfig, seed: int = 0, std: float = 0.02, device="cpu",
+                 dtype=torch.float32) -> tuple[Infinity, BSQVAE]:
+    """A seeded random model pair (tests, benchmarks, tiny demos): non-trivial weights everywhere, made
+    directly on `device` (a 2B-shaped model never exists on the CPU). Blocks in `dtype`, the rest fp32."""
+    device = torch.device(device)
+    with torch.device("meta"):
+        model, vae = Infinity(cfg), BSQVAE(cfg.vae)
+    model.to_empty(device=device)
+    vae.to_empty(device=device)
+    gen = torch.Generator(device=device).manual_seed(seed)
     with torch.no_grad():
         for name, p in list(model.named_parameters()) + list(vae.named_parameters()):
+            noise = torch.randn(p.shape, generator=gen, device=device)
             if name.endswith("scale_mul_1H11"):
-                p.copy_(torch.full_like(p, math.log(4.0)) + 0.3 * torch.randn(p.shape, generator=gen))
-            elif p.ndim == 1 and ("norm" in name):
-                p.copy_(1 + 0.1 * torch.randn(p.shape, generator=gen))
+                p.copy_(math.log(4.0) + 0.3 * noise)
+            elif p.ndim == 1 and "norm" in name:
+                p.copy_(1 + 0.1 * noise)
             elif p.ndim >= 2 and ".conv." in name:
-                fan_in = p[0].numel()
-                p.copy_(torch.randn(p.shape, generator=gen) * (1.6 / math.sqrt(fan_in)))
+                p.copy_(noise * (1.6 / math.sqrt(p[0].numel())))
+            elif name in ("pos_start", "lvl_embed.weight", "cfg_uncond"):
+                p.copy_(0.3 * noise)
             else:
-                scale = std if p.ndim >= 2 else 0.1
-                if name in ("pos_start", "lvl_embed.weight", "cfg_uncond"):
-                    scale = 0.3
-                p.copy_(torch.randn(p.shape, generator=gen) * scale)
+                p.copy_(noise * (std if p.ndim >= 2 else 0.1))
+        for name, b in list(model.named_buffers()) + list(vae.named_buffers()):
+            if name.endswith("lfq.mask"):
+                b.copy_(2 ** torch.arange(cfg.codebook_dim - 1, -1, -1, device=device))
+            else:
+                b.zero_()
+    for chunk in model.block_chunks:
+        chunk.to(dtype)
     return model.eval().requires_grad_(False), vae.eval().requires_grad_(False)
 
 

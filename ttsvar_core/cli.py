@@ -48,6 +48,9 @@ def add_generate_parser(sub):
     p.add_argument("--potential", choices=("value", "diff", "max", "sum"), default=None)
     p.add_argument("--lam", type=float, default=None, help="resampling temperature lambda")
     p.add_argument("--feature-mode", choices=("pca", "pool", "global"), default=None)
+    p.add_argument("--selection-side", type=int, default=None,
+                   help="decode candidates at most this many pixels wide for clustering/resampling "
+                        "(default 448; 0: full size, as the reference)")
     p.add_argument("--reward", default="imagereward", help="reward kind (imagereward, hps, clip, aesthetic)")
     p.add_argument("--reward-file", default=None, help="reward weights file or folder")
     p.add_argument("--reward-extra", default=None, help="second file a reward needs (aesthetic: SigLIP folder)")
@@ -69,7 +72,11 @@ def build_batch_schedule(args, num_scales: int):
                      potential=args.potential, lam=args.lam, feature_mode=args.feature_mode)
     if args.batch_sizes:
         overrides["base_sizes"] = args.batch_sizes
-    return schedule_for(args.strategy, args.n, num_scales, **overrides)
+    batch = schedule_for(args.strategy, args.n, num_scales, **overrides)
+    if args.selection_side is not None:
+        from dataclasses import replace
+        batch = replace(batch, selection_side=args.selection_side or None).validate(num_scales)
+    return batch
 
 
 def load_scorers(args, batch, device):

@@ -149,3 +149,12 @@ def test_small_capacity_grows_once_when_needed(tiny, prompts):
     reference = SearchState.start(model, feats, lens, SCHEDULE, PARAMS, 2, seed=7).step(until=len(SCHEDULE))
     assert grown.cache.capacity == sum(h * w for h, w in SCHEDULE)
     assert all(torch.equal(a, b) for a, b in zip(grown.bits, reference.bits))
+
+
+def test_selection_decode_at_reduced_size(tiny, prompts):
+    model, vae = tiny
+    state = start(model, prompts, n=2).step(until=3)
+    full = state.decode(vae)
+    small = state.decode(vae, max_side=40)
+    assert full.shape == (4, 80, 80, 3) and small.shape == (4, 32, 32, 3)
+    assert state.decode(vae) is full  # decoded once per state and size

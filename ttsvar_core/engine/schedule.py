@@ -25,6 +25,9 @@ class BatchSchedule:
     feature_mode: str = "pca"
     final: str = "best"                      # "best": argmax of the final reward; "sample": importance sampling
     score_final: bool = True
+    # image side (px) at which candidates are decoded for clustering and resampling; reward and feature
+    # models look at 224 px, so 448 keeps detail for them at a fifth of a 1024 px decode. None: full size.
+    selection_side: int | None = 448
 
     @property
     def sizes(self) -> tuple[int, ...]:
@@ -64,6 +67,8 @@ class BatchSchedule:
             raise ValueError(f"unknown potential {self.potential!r}; choose one of {POTENTIALS}")
         if self.feature_mode not in FEATURE_MODES:
             raise ValueError(f"unknown feature mode {self.feature_mode!r}; choose one of {FEATURE_MODES}")
+        if self.selection_side is not None and self.selection_side < 16:
+            raise ValueError(f"selection_side must be at least 16 px (or None for full size), got {self.selection_side}")
         if self.final not in ("best", "sample", "none"):
             raise ValueError("final must be 'best', 'sample' or 'none'")
         live = sizes[0]

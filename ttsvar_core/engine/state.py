@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 import torch
+import torch.nn.functional as F
 
 from ..infinity import Infinity, TextCondition
 from ..kv_cache import CacheRef, KVCache
@@ -216,13 +217,25 @@ class SearchState:
 
     # ---- images ---------------------------------------------------------------------------------------
     @torch.no_grad()
-    def decode(self, vae, chunk: int = 8) -> torch.Tensor:
-        """uint8 RGB images [N, H, W, 3] of the current (partial) code sums, decoded once per state."""
+    def decode(self, vae, chunk: int = 8, max_side: int | None = None) -> torch.Tensor:
+        """uint8 RGB images [N, H, W, 3] of the current (partial) code sums, decoded once per state.
+
+        `max_side`: decode a latent area-downsampled so the image side is at most this many pixels.
+        Reward and feature models look at 224 px images, so selections need no 1024 px decode; it costs
+        as much as the decoder's full-size pass would (about 7 TFLOP per 2B image), for nothing."""
         if self.summed is None:
             raise ValueError("nothing to decode before the first scale has been generated")
-        if "images" not in self.memo:
-            self.memo["images"] = to_uint8(decode_images(vae, self.summed, chunk)).cpu()
-        return self.memo["images"]
+        key = ("images", max_side)
+        if key not in self.memo:
+            summed = self.summed
+            h, w = summed.shape[-2:]
+            per_latent = vae.cfg.patch_size
+            if max_side and max(h, w) * per_latent > max_side:
+                factor = max_side / (max(h, w) * per_latent)
+                size = (1, max(1, round(h * factor)), max(1, round(w * factor)))
+                summed = F.interpolate(summed, size=size, mode="area")
+            self.memo[key] = to_uint8(decode_images(vae, summed, chunk)).cpu()
+        return self.memo[key]
 
     @torch.no_grad()
     def rebuilt_cache(self) -> KVCache:

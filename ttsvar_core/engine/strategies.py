@@ -86,11 +86,11 @@ def run_search(model, vae, text_features, lens, prompts: list[str], image_schedu
         if event == "cluster" and per_prompt < state.num_candidates // state.num_prompts:
             with idle(vae, extractor):
                 state, record = cluster_step(state, vae, extractor, per_prompt, batch.feature_mode,
-                                             capacity_scales=room(si))
+                                             capacity_scales=room(si), decode_side=batch.selection_side)
         elif event == "resample":
             with idle(vae, reward):
                 state, record = resample_step(state, vae, reward, prompts, per_prompt, batch.potential, batch.lam,
-                                              capacity_scales=room(si))
+                                              capacity_scales=room(si), decode_side=batch.selection_side)
         else:
             continue
         trace["events"].append(record)
