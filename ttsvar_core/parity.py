@@ -216,7 +216,10 @@ class ParityChecker:
         self.add(f"{run}.raw_logits", logits, f"{run}.raw_logits", "raw_logits_atol")
 
     def check_vae(self, run: str, params: dict):
-        schedule = self.schedule(params)
+        # the latent sizes come from the golden bits themselves: for a patchify VAE they are the
+        # transformer schedule doubled, whichever of the two the JSON names
+        schedule = [tuple(self.g[f"{run}.bits.s{i}"].shape[2:4]) for i in range(self.scales(run))] \
+            or self.schedule(params)
         image = self.g[f"{run}.input_image"]
         with torch.no_grad():
             h, bits, z = self.vae.encode_bits(image, schedule)
