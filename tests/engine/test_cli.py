@@ -1,0 +1,50 @@
+"""`python -m ttsvar_core generate` end to end on tiny model files, every strategy."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    from ttsvar_core.tiny_models import write_tiny_models
+    from ttsvar_core.tiny_scorers import write_tiny_scorers
+    root = tmp_path_factory.mktemp("cli_models")
+    return {**write_tiny_models(root), **write_tiny_scorers(root)}
+
+
+@pytest.mark.parametrize("strategy,n,finals", [("raw", 2, 2), ("bon", 2, 2), ("is", 2, 2), ("tts-var", 1, 1)])
+def test_generate(files, tmp_path, strategy, n, finals):
+    out = tmp_path / "out"
+    trace = tmp_path / "trace.json"
+    cmd = [sys.executable, "-m", "ttsvar_core", "generate", "--model", str(files["infinity_safetensors"]),
+           "--vae", str(files["vae_pth"]), "--text-encoder", str(files["t5"]), "--prompt", "a red circle",
+           "--strategy", strategy, "--n", str(n), "--seed", "3", "--out", str(out), "--schedule",
+           "1x1,2x2,3x3,4x4,5x5", "--reward", "clip", "--reward-file", str(files["clip"]), "--features", "dinov2",
+           "--features-file", str(files["dinov2"]), "--trace", str(trace), "--device", "cpu"]
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "scale" in done.stderr  # the progress bar
+    record = json.loads(trace.read_text())
+    assert record["strategy"] == strategy and len(record["scales"]) == 5
+    live = [s.get("live_after", s["live"]) for s in record["scales"]]
+    assert live == record["sizes"]  # the batch schedule is followed exactly at every scale
+    assert len(list(out.glob("prompt0_final*.png"))) == finals and (out / "prompt0_chosen.png").exists()
+    if strategy == "tts-var":
+        assert [e["event"] for e in record["events"]] == ["cluster", "cluster", "resample", "resample", "final"]
+        resample = record["events"][2]["groups"][0]
+        assert len(resample["weights"]) == len(resample["scores"]) and len(resample["kept"]) == record["sizes"][3]
+
+
+def test_missing_reward_file_is_explained(files, tmp_path):
+    cmd = [sys.executable, "-m", "ttsvar_core", "generate", "--model", str(files["infinity_safetensors"]),
+           "--vae", str(files["vae_pth"]), "--text-encoder", str(files["t5"]), "--prompt", "x", "--strategy", "bon",
+           "--n", "2", "--out", str(tmp_path), "--schedule", "1x1,2x2"]
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)})
+    assert done.returncode != 0 and "--reward-file" in done.stderr
