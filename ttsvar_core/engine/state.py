@@ -183,9 +183,17 @@ class SearchState:
         dev = self.prompt_of.device
         rows = idx if not self.guided else torch.cat([idx, idx + self.num_candidates])
         capacity = self.geometry.starts[min(capacity_scales or self.geometry.num_scales, self.geometry.num_scales)]
-        cache = self.cache.gather_rows(rows, self.cache_length, capacity)
-        if release_input:
+        if release_input and capacity > self.cache_length:
+            # gather the kept prefix compactly and free the source before the bigger buffer exists,
+            # so the peak is (source + kept prefix) or (kept prefix + new), never source + new
+            compact = self.cache.gather_rows(rows, self.cache_length, self.cache_length)
             self.release_cache()
+            cache = compact.prefix_copy(self.cache_length, capacity)
+            del compact
+        else:
+            cache = self.cache.gather_rows(rows, self.cache_length, capacity)
+            if release_input:
+                self.release_cache()
         if self.shared_stream:
             streams = self.streams
         else:

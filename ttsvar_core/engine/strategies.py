@@ -86,11 +86,13 @@ def run_search(model, vae, text_features, lens, prompts: list[str], image_schedu
         if event == "cluster" and per_prompt < state.num_candidates // state.num_prompts:
             with idle(vae, extractor):
                 state, record = cluster_step(state, vae, extractor, per_prompt, batch.feature_mode,
-                                             capacity_scales=room(si), decode_side=batch.selection_side)
+                                             capacity_scales=room(si), decode_side=batch.selection_side,
+                                             release_input=True)
         elif event == "resample":
             with idle(vae, reward):
                 state, record = resample_step(state, vae, reward, prompts, per_prompt, batch.potential, batch.lam,
-                                              capacity_scales=room(si), decode_side=batch.selection_side)
+                                              capacity_scales=room(si), decode_side=batch.selection_side,
+                                              release_input=True)
         else:
             continue
         trace["events"].append(record)
