@@ -262,11 +262,11 @@ def block_causal_mask(geometry: Geometry, device=None) -> torch.Tensor:
     return (scale_of[None, :] <= scale_of[:, None]).to(device)
 
 
-@torch.no_grad()
 def forward_full(model: Infinity, text_features, lens, schedule, next_inputs: list[torch.Tensor], guided: bool,
                  negative=None) -> torch.Tensor:
     """All scales in one pass with a block-causal mask (no KV cache): raw logits [rows, L_total, 2d].
-    Cross-checks the cached path and rebuilds state from stored inputs."""
+    Cross-checks the cached path, and is the teacher-forced training forward (gradients flow when the
+    caller enables them)."""
     geometry = Geometry.build(model, schedule)
     n = len(lens)
     text = build_text(model, text_features, lens, guided, negative)
