@@ -130,15 +130,17 @@ def _score_groups(state: SearchState, images: torch.Tensor, reward, prompts: lis
     return scores
 
 
-def score_step(state: SearchState, vae, reward, prompts: list[str], decode_side: int | None = None) -> SearchState:
+def score_step(state: SearchState, vae, reward, prompts: list[str], decode_side: int | None = None,
+               decode_chunk: int = 8) -> SearchState:
     """Decodes the live candidates and records their rewards at the current scale."""
-    return state.with_scores(_score_groups(state, state.decode(vae, max_side=decode_side), reward, prompts))
+    images = state.decode(vae, decode_chunk, max_side=decode_side)
+    return state.with_scores(_score_groups(state, images, reward, prompts))
 
 
 def cluster_step(state: SearchState, vae, extractor, keep_per_prompt: int, mode: str = "pca",
                  random_state: int = 0, capacity_scales: int | None = None, release_input: bool = False,
-                 decode_side: int | None = None):
-    images = state.decode(vae, max_side=decode_side)
+                 decode_side: int | None = None, decode_chunk: int = 8):
+    images = state.decode(vae, decode_chunk, max_side=decode_side)
     features = extractor.extract(images)
     vectors = feature_vectors(features, mode)
     keep, record = [], {"event": "cluster", "scale": state.scale - 1, "groups": []}
@@ -153,9 +155,9 @@ def cluster_step(state: SearchState, vae, extractor, keep_per_prompt: int, mode:
 
 def resample_step(state: SearchState, vae, reward, prompts: list[str], keep_per_prompt: int, potential_kind: str,
                   lam: float, capacity_scales: int | None = None, release_input: bool = False,
-                  decode_side: int | None = None):
+                  decode_side: int | None = None, decode_chunk: int = 8):
     """Scores the live candidates, then draws `keep_per_prompt` of each prompt's by their potentials."""
-    state = score_step(state, vae, reward, prompts, decode_side)
+    state = score_step(state, vae, reward, prompts, decode_side, decode_chunk)
     si = state.scale - 1
     keep, record = [], {"event": "resample", "scale": si, "potential": potential_kind, "lambda": lam, "groups": []}
     shared = state.streams[0].generator(state.model.device) if state.shared_stream else None

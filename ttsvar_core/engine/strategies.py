@@ -46,6 +46,15 @@ def needs(schedule: BatchSchedule) -> tuple[bool, bool]:
     return reward, clusters
 
 
+def selection_chunk(batch: BatchSchedule, prompts: int, final_chunk: int, full_side: int) -> int:
+    """How many candidates a selection decodes at once: no more decoder memory than the final decode of
+    the same run needs (its min(final candidates, chunk) full-size images), scaled by the pixel area
+    saved by decoding selections smaller."""
+    final = min(batch.sizes[-1] * prompts, final_chunk)
+    side = min(batch.selection_side or full_side, full_side)
+    return max(1, int(final * (full_side / side) ** 2))
+
+
 @contextmanager
 def visiting(device, enabled: bool, *parts):
     """With `enabled`, the parts visit `device` only for the work inside the block (low-memory mode)."""
@@ -76,6 +85,8 @@ def run_search(model, vae, text_features, lens, prompts: list[str], image_schedu
     room = lambda si: next((e + 1 for e in events if e > si), len(image_schedule))  # noqa: E731
     state = SearchState.start(model, text_features, lens, image_schedule, params, batch.sizes[0], seed=seed,
                               negative=negative, shared_generator=shared_generator, capacity_scales=room(-1))
+    chunk = selection_chunk(batch, len(lens), decode_chunk, full_side=max(image_schedule[-1]) * vae.cfg.patch_size
+                            * (2 if model.cfg.apply_spatial_patchify else 1))
     trace = {"seed": seed, "sizes": list(batch.sizes), "scales": [], "events": []}
     for si in range(len(image_schedule)):
         state = state.step()
@@ -87,12 +98,12 @@ def run_search(model, vae, text_features, lens, prompts: list[str], image_schedu
             with idle(vae, extractor):
                 state, record = cluster_step(state, vae, extractor, per_prompt, batch.feature_mode,
                                              capacity_scales=room(si), decode_side=batch.selection_side,
-                                             release_input=True)
+                                             decode_chunk=chunk, release_input=True)
         elif event == "resample":
             with idle(vae, reward):
                 state, record = resample_step(state, vae, reward, prompts, per_prompt, batch.potential, batch.lam,
                                               capacity_scales=room(si), decode_side=batch.selection_side,
-                                              release_input=True)
+                                              decode_chunk=chunk, release_input=True)
         else:
             continue
         trace["events"].append(record)
