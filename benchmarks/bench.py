@@ -219,6 +219,10 @@ def add_ratios(report):
             r["time_vs_bon"] = r["wall_s"] / base["wall_s"]
             r["passes_vs_bon"] = r["token_passes"] / base["token_passes"]
             r["time_over_pass_prediction"] = r["time_vs_bon"] / r["passes_vs_bon"]
+            # the same without selection work (decode, features, reward, re-index) and the final pick:
+            # what the stepping engine itself costs against what its token-passes predict
+            gen, base_gen = r["wall_s"] - r["selection_s"] - r["final_s"], base["wall_s"] - base["final_s"]
+            r["generation_over_pass_prediction"] = gen / base_gen / r["passes_vs_bon"]
             r["memory_vs_bon"] = r["peak_bytes"] / max(base["peak_bytes"], 1)
         sels = [s for s in r["selections"] if s["event"] != "final"]
         r["max_selection_over_step"] = max((s["seconds"] / s["step_seconds"] for s in sels), default=0.0)
@@ -237,11 +241,12 @@ def table(report) -> str:
     lines = [f"config={report['config']} device={report['device']} dtype={report['dtype']} budget={report['budget']} "
              f"({len(report['schedule'])} scales)",
              f"{'strategy':22s} {'N':>2} {'wall s':>8} {'vs BoN':>7} {'passes':>10} {'vs BoN':>7} {'t/pred':>7} "
-             f"{'select s':>9} {'sel/step':>8} {'sel %':>6} {'peak MB':>9} {'vs BoN':>7}"]
+             f"{'gen/pred':>8} {'select s':>9} {'sel/step':>8} {'sel %':>6} {'peak MB':>9} {'vs BoN':>7}"]
     for r in report["runs"]:
         f = lambda k, fmt: format(r[k], fmt) if k in r else "-"  # noqa: E731
         lines.append(f"{r['strategy']:22s} {r['n']:>2} {r['wall_s']:8.3f} {f('time_vs_bon', '7.2f')} "
                      f"{r['token_passes']:10d} {f('passes_vs_bon', '7.2f')} {f('time_over_pass_prediction', '7.2f')} "
+                     f"{f('generation_over_pass_prediction', '8.2f')} "
                      f"{r['selection_s']:9.3f} {r['max_selection_over_step']:8.2f} {100 * r['selection_share']:6.1f} "
                      f"{r['peak_bytes'] / 2**20:9.1f} {f('memory_vs_bon', '7.2f')}")
         steps = ", ".join(f"{t * 1000:.0f}" for t in r["step_s"])
