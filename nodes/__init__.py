@@ -1,32 +1,27 @@
 """ComfyUI node classes of comfyui-ttsvar, collected into ComfyUI's two mappings.
 
-The pack's root __init__.py re-exports these mappings to ComfyUI.
+The pack's root __init__.py re-exports these mappings to ComfyUI. Node ids carry the TTSVAR_ prefix so they
+never collide with other packs.
 """
 
+from .loaders import TTSVARFeatureLoader, TTSVARModelLoader, TTSVARRewardLoader
+from .search import (TTSVARBatchSchedule, TTSVARCluster, TTSVARDecode, TTSVARPickBest, TTSVARResample,
+                     TTSVARSampler, TTSVARStart, TTSVARStep, TTSVARTextEncode)
 
-class TTSVARPing:
-    """Placeholder node: echoes its text. Proves the pack loads and runs in ComfyUI."""
+_NODES = (
+    ("TTSVAR_ModelLoader", TTSVARModelLoader, "TTS-VAR Load Infinity Model"),
+    ("TTSVAR_RewardLoader", TTSVARRewardLoader, "TTS-VAR Load Reward Model"),
+    ("TTSVAR_FeatureLoader", TTSVARFeatureLoader, "TTS-VAR Load Feature Extractor"),
+    ("TTSVAR_TextEncode", TTSVARTextEncode, "TTS-VAR Text Encode"),
+    ("TTSVAR_Start", TTSVARStart, "TTS-VAR Start Candidates"),
+    ("TTSVAR_BatchSchedule", TTSVARBatchSchedule, "TTS-VAR Batch Schedule"),
+    ("TTSVAR_Step", TTSVARStep, "TTS-VAR Step Scales"),
+    ("TTSVAR_Cluster", TTSVARCluster, "TTS-VAR Clustering Selection"),
+    ("TTSVAR_Resample", TTSVARResample, "TTS-VAR Reward Resampling"),
+    ("TTSVAR_Decode", TTSVARDecode, "TTS-VAR Decode Candidates"),
+    ("TTSVAR_PickBest", TTSVARPickBest, "TTS-VAR Pick Best"),
+    ("TTSVAR_Sampler", TTSVARSampler, "TTS-VAR Sampler (all-in-one)"),
+)
 
-    CATEGORY = "TTS-VAR"
-    DESCRIPTION = "Returns the given text unchanged (installation check)."
-    RETURN_TYPES = ("STRING",)
-    RETURN_NAMES = ("text",)
-    FUNCTION = "ping"
-    # An output node, so a graph made of this node alone is a valid prompt.
-    OUTPUT_NODE = True
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"text": ("STRING", {"default": "ping", "multiline": False})}}
-
-    def ping(self, text):
-        return {"ui": {"text": [text]}, "result": (text,)}
-
-
-NODE_CLASS_MAPPINGS = {
-    "TTSVAR_Ping": TTSVARPing,
-}
-
-NODE_DISPLAY_NAME_MAPPINGS = {
-    "TTSVAR_Ping": "TTS-VAR Ping",
-}
+NODE_CLASS_MAPPINGS = {node_id: cls for node_id, cls, _ in _NODES}
+NODE_DISPLAY_NAME_MAPPINGS = {node_id: name for node_id, _, name in _NODES}

@@ -9,6 +9,11 @@ Fixtures for tests:
     comfy         (session) ComfyClient: HTTP + websocket helpers (queue, run, history, ...)
     comfy_page    (function) ComfyPage: a Playwright page with the ComfyUI frontend loaded
     artifacts     (session) Path of the artifacts folder (TTSVAR_ARTIFACTS)
+    tiny_models   (session) tiny random Infinity/VAE/T5 files and a tiny CLIP reward and DINOv2
+                  written into the server's model folders: {name: Path} (ttsvar_core.tiny_models,
+                  ttsvar_core.tiny_scorers)
+    workflows     (session) the workflow_lib module: shipped workflows, UI -> API conversion, the
+                  test-time swaps to tiny files, and page scripts that build and edit workflows
 
 Every test in this folder is skipped, with the reason, when ComfyUI is not set up;
 TTSVAR_REQUIRE_E2E=1 (set by .ci/run) turns that skip into an error.
@@ -145,6 +150,9 @@ class ComfyServer:
         source = self.comfy / "user" / "default" / "comfy.settings.json"
         settings = json.loads(source.read_text()) if source.is_file() else {}
         settings["Comfy.TutorialCompleted"] = True
+        # Screenshots of whole workflows: full node detail at any zoom, no frame-time text on the canvas.
+        settings["LiteGraph.Canvas.MinFontSizeForLOD"] = 0
+        settings["Comfy.Graph.CanvasInfo"] = False
         settings_path.write_text(json.dumps(settings, indent=2))
 
     def _write_extra_paths_config(self):
@@ -546,6 +554,11 @@ def _safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")[:150]
 
 
+# Everything the frontend draws over the graph canvas lives in these containers (opacity, because some
+# children set their own visibility).
+_OVERLAY_CSS = ".splitter-overlay-root, .p-toast, .p-dialog-mask { opacity: 0 !important; }"
+
+
 class ComfyPage:
     """A Playwright page showing the ComfyUI frontend, with what it reported.
 
@@ -575,6 +588,18 @@ class ComfyPage:
         self.page.screenshot(path=str(path))
         return path
 
+    def clean_screenshot(self, label: str, locator: Optional[str] = None) -> Path:
+        """Like screenshot, with the frontend's overlays (menus, tabs, banners, toasts) hidden so only the
+        graph and its node widgets show; of one element when locator (a CSS selector) is given."""
+        path = self.artifacts / f"{self.name}__{_safe_name(label)}.png"
+        hide = self.page.add_style_tag(content=_OVERLAY_CSS)
+        try:
+            target = self.page.locator(locator) if locator else self.page
+            target.screenshot(path=str(path))
+        finally:
+            hide.evaluate("(style) => style.remove()")
+        return path
+
     def extension_names(self) -> list[str]:
         return self.page.evaluate("() => window.app.extensions.map(e => e.name)")
 
@@ -589,6 +614,29 @@ class ComfyPage:
 
 
 # ------------------------------------------------------------------ fixtures
+
+def _load_workflow_lib():
+    spec = importlib.util.spec_from_file_location("ttsvar_e2e_workflow_lib", E2E_DIR / "workflow_lib.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def workflows():
+    return _load_workflow_lib()
+
+
+@pytest.fixture(scope="session")
+def tiny_models(comfy_server) -> dict:
+    """Written after the server started: ComfyUI lists model folders afresh when their contents change."""
+    from ttsvar_core.tiny_models import write_tiny_models
+    from ttsvar_core.tiny_scorers import write_tiny_scorers
+
+    paths = write_tiny_models(comfy_server.models_dir)
+    paths.update(write_tiny_scorers(comfy_server.models_dir))
+    return paths
+
 
 @pytest.fixture(scope="session")
 def artifacts() -> Path:

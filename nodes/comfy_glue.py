@@ -1,0 +1,214 @@
+"""Everything the nodes need from ComfyUI, in one place, so ttsvar_core never imports comfy.
+
+- devices and memory: the compute and offload devices, making room before loading, moving a scorer to the
+  GPU only while it works;
+- progress and interrupts: one callback per generated scale that honours Cancel, advances the node's
+  progress bar and reports the scale on the websocket;
+- previews: sending the candidate grid as the websocket event `ttsvar.candidates`;
+- model folders: listing files and model folders (8B shard folders, Hugging Face folders) as one entry each.
+"""
+from __future__ import annotations
+
+import os
+import uuid
+from contextlib import contextmanager
+
+import comfy.model_management as mm
+import comfy.utils
+import folder_paths
+import torch
+from comfy_execution.utils import get_executing_context
+from server import PromptServer
+
+from . import previews
+
+CANDIDATES_EVENT = "ttsvar.candidates"
+SCALE_EVENT = "ttsvar.scale"
+THUMBNAIL_SUBFOLDER = "ttsvar"
+
+# A folder holding one of these is one model (Hugging Face layout or 8B shards), listed as one entry.
+INDEX_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
+FOLDER_MARKERS = INDEX_FILES + ("config.json",)
+
+
+# ---- devices and memory ----------------------------------------------------------------------------------
+def compute_device() -> torch.device:
+    return mm.get_torch_device()
+
+
+def offload_device() -> torch.device:
+    return mm.text_encoder_offload_device()
+
+
+def auto_dtype(choice: str, device: torch.device) -> str:
+    """'auto': bf16 where the GPU supports it (the released models' dtype), else fp16 on a GPU, fp32 on CPU."""
+    if choice != "auto":
+        return choice
+    if mm.is_device_cpu(device):
+        return "fp32"
+    if mm.should_use_bf16(device):
+        return "bf16"
+    return "fp16" if mm.should_use_fp16(device) else "fp32"
+
+
+def module_bytes(*modules) -> int:
+    return sum(mm.module_size(m) for m in modules)
+
+
+def disk_bytes(*paths: str) -> int:
+    """Size on disk of files and model folders: the estimate of what loading them will need."""
+    total = 0
+    for path in paths:
+        if os.path.isdir(path):
+            total += sum(os.path.getsize(os.path.join(root, f)) for root, _, files in os.walk(path) for f in files)
+        else:
+            total += os.path.getsize(path)
+    return total
+
+
+def make_room(num_bytes: int, device: torch.device | None = None) -> None:
+    """Asks ComfyUI to unload its own models until num_bytes (plus its inference reserve) fit."""
+    device = device or compute_device()
+    if not mm.is_device_cpu(device):
+        mm.free_memory(num_bytes + mm.minimum_inference_memory(), device)
+
+
+@contextmanager
+def scorer_on_device(scorer):
+    """A reward model or feature extractor on the compute device for the duration of the block, then back
+    on the offload device, so it holds no GPU memory between uses."""
+    if scorer is None:
+        yield None
+        return
+    device = compute_device()
+    # the scorer's torch modules hold its weights: their size is what must fit on the device
+    make_room(module_bytes(*getattr(scorer, "_modules", {}).values()), device)
+    scorer.to(device)
+    try:
+        yield scorer
+    finally:
+        scorer.offload()
+        mm.soft_empty_cache()
+
+
+@contextmanager
+def text_encoder_on_device(pipeline):
+    """T5 is only needed while encoding: it lives on the offload device and visits the GPU for one call."""
+    encoder = pipeline.text_encoder
+    device = compute_device()
+    make_room(module_bytes(encoder.model), device)
+    encoder.to(device)
+    try:
+        yield encoder
+    finally:
+        encoder.to(offload_device())
+        mm.soft_empty_cache()
+
+
+def check_interrupt() -> None:
+    """Raises ComfyUI's interrupt exception when the user pressed Cancel."""
+    mm.throw_exception_if_processing_interrupted()
+
+
+# ---- progress and websocket events ---------------------------------------------------------------------
+def current_ids() -> tuple[str | None, str | None]:
+    """(node id, prompt id) of the node running now."""
+    context = get_executing_context()
+    return (context.node_id, context.prompt_id) if context else (None, None)
+
+
+def send_event(event: str, data: dict) -> None:
+    server = PromptServer.instance
+    node, prompt_id = current_ids()
+    server.send_sync(event, {"node": node, "prompt_id": prompt_id, **data}, server.client_id)
+
+
+class ScaleProgress:
+    """The per-scale callback of a stepping node: Cancel is honoured between scales, the progress bar moves
+    one step per scale, and a light `ttsvar.scale` event reports the scale just generated (0 = the 1x1
+    scale), the number of scales and the live candidates."""
+
+    def __init__(self, first_scale: int, last_scale: int):
+        self.first = first_scale
+        self.bar = comfy.utils.ProgressBar(max(last_scale - first_scale, 1))
+
+    def __call__(self, state) -> None:
+        check_interrupt()
+        self.bar.update_absolute(state.scale - self.first)
+        send_event(SCALE_EVENT, {"scale": state.scale - 1, "scales": state.geometry.num_scales,
+                                 "live": state.num_candidates})
+
+
+def save_thumbnail(image: torch.Tensor) -> dict:
+    """Saves a candidate's thumbnail into ComfyUI's temp folder (emptied at every server start) and returns
+    the reference the page loads it by, as PreviewImage does for its images."""
+    folder = os.path.join(folder_paths.get_temp_directory(), THUMBNAIL_SUBFOLDER)
+    os.makedirs(folder, exist_ok=True)
+    filename = f"{uuid.uuid4().hex}.png"
+    previews.thumbnail(image).save(os.path.join(folder, filename), compress_level=1)
+    return {"filename": filename, "subfolder": THUMBNAIL_SUBFOLDER, "type": "temp"}
+
+
+def send_candidates(payload: dict) -> dict:
+    """Sends a candidate grid (see previews.py) and returns the node's ui dict, so the grid stays on the
+    node after the run and comes back from the history."""
+    send_event(CANDIDATES_EVENT, payload)
+    return {"ttsvar_grid": [payload]}
+
+
+# ---- model folders ---------------------------------------------------------------------------------------
+def _grouped_folders(base: str, max_depth: int = 3) -> list[str]:
+    """Sub-folders of base that are one model each (they hold an index or config json), relative paths.
+    The depth limit keeps a symlink loop or a huge unrelated tree from stalling the node list."""
+    found = []
+    for root, dirs, files in os.walk(base, followlinks=True):
+        relative = os.path.relpath(root, base).replace(os.sep, "/")
+        if root != base and any(marker in files for marker in FOLDER_MARKERS):
+            found.append(relative)
+            dirs[:] = []  # the files inside belong to this model
+        elif root != base and relative.count("/") + 1 >= max_depth:
+            dirs[:] = []
+        else:
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+    return found
+
+
+def list_models(folder_name: str, files: bool = True, folders: bool = True) -> list[str]:
+    """Entries of a model folder for a combo widget: single files, and model folders as one entry each.
+
+    ComfyUI's own listing names every shard of an 8B checkpoint separately; those are hidden here and the
+    shard folder is listed instead."""
+    grouped: set[str] = set()
+    for base in folder_paths.get_folder_paths(folder_name):
+        grouped.update(_grouped_folders(base))
+    entries = set(grouped) if folders else set()
+    if files:
+        for name in folder_paths.get_filename_list(folder_name):
+            name = name.replace(os.sep, "/")
+            if not any(name.startswith(g + "/") for g in grouped):
+                entries.add(name)
+    return sorted(entries)
+
+
+def resolve_model(folder_name: str, name: str, what: str) -> str:
+    """Full path of an entry of list_models; a clear error when it is not there (renamed, deleted, or typed)."""
+    for base in folder_paths.get_folder_paths(folder_name):
+        candidate = os.path.realpath(os.path.join(base, name))
+        inside = candidate.startswith(os.path.realpath(base) + os.sep)
+        if inside and os.path.exists(candidate):
+            return candidate
+    searched = ", ".join(folder_paths.get_folder_paths(folder_name)) or "(no folder registered)"
+    raise FileNotFoundError(f"{what} {name!r} was not found in models/{folder_name} (searched: {searched}). "
+                            "Put the file there and press R in ComfyUI to refresh the lists.")
+
+
+def missing_model_message(folder_name: str, name: str, what: str) -> str | None:
+    """For VALIDATE_INPUTS: None when the entry exists (or is not known yet: a linked input validates as
+    None), else the message resolve_model would raise."""
+    if name is None:
+        return None
+    try:
+        resolve_model(folder_name, name, what)
+    except FileNotFoundError as e:
+        return str(e)
+    return None

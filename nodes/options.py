@@ -1,0 +1,98 @@
+"""Widget choices and the parsing of typed-in values, shared by several nodes.
+
+Every parser raises ValueError with a message that says what is wrong and how to write it instead; the
+nodes show it as is.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+
+from ..ttsvar_core.engine import BatchSchedule, preset
+from ..ttsvar_core.engine.schedule import FEATURE_MODES, POTENTIALS
+from ..ttsvar_core.schedules import PIXEL_BUDGETS, validate_schedule
+
+# Aspect-ratio templates of Infinity as width:height labels -> the template's height/width key.
+ASPECT_RATIOS = {
+    "1:1": "1.0", "4:5": "1.25", "5:4": "0.8", "3:4": "1.333", "4:3": "0.75", "2:3": "1.5", "3:2": "0.666",
+    "4:7": "1.75", "7:4": "0.571", "1:2": "2.0", "2:1": "0.5", "2:5": "2.5", "5:2": "0.4", "1:3": "3.0",
+    "3:1": "0.333",
+}
+PIXEL_BUDGET_CHOICES = tuple(PIXEL_BUDGETS)   # 1M is 1024x1024 at 1:1, 0.06M is 256x256
+# Batch-schedule presets as artists read them -> the engine's preset names.
+SCHEDULE_PRESETS = {
+    "TTS-VAR paper (2B)": "tts-var-2b",
+    "TTS-VAR paper (8B)": "tts-var-8b",
+    "Best-of-N": "bon",
+    "Importance sampling": "is",
+    "Plain sampling": "raw",
+}
+PICK_MODES = {"best": "best", "sample by reward": "sample", "first": "none"}
+POTENTIAL_CHOICES = POTENTIALS
+FEATURE_MODE_CHOICES = FEATURE_MODES
+DTYPE_CHOICES = ("auto", "bf16", "fp16", "fp32")
+SCALES_TOOLTIP = ("Optional. Token grids of a custom image schedule, coarse to fine, e.g. 1x1,2x2,4x4,8x8 "
+                  "(height x width; a single number is a square). Each token is 16x16 pixels. Leave empty to "
+                  "use the aspect ratio and pixel budget.")
+
+
+def parse_scales(text: str | None) -> tuple[tuple[int, int], ...] | None:
+    """'1x1,2x2,4x3' or '1,2,4' -> ((1, 1), (2, 2), (4, 3)); empty -> None (use the pixel budget)."""
+    if text is None or not text.strip():
+        return None
+    scales = []
+    for part in text.replace(" ", "").split(","):
+        if not part:
+            continue
+        sides = part.lower().split("x")
+        try:
+            hw = [int(s) for s in sides]
+        except ValueError:
+            raise ValueError(f"custom scales: {part!r} is not a token grid; write HxW (e.g. 4x4) or one "
+                             "number per scale, separated by commas") from None
+        if len(hw) not in (1, 2):
+            raise ValueError(f"custom scales: {part!r} has {len(hw)} sides; write HxW, e.g. 4x3")
+        scales.append((hw[0], hw[-1]))
+    try:
+        return tuple(validate_schedule(scales))
+    except ValueError as e:
+        raise ValueError(f"custom scales: {e}") from None
+
+
+def parse_ints(text: str, what: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.replace(" ", "").split(",") if x)
+    except ValueError:
+        raise ValueError(f"{what}: {text!r} is not a list of whole numbers; write them separated by commas, "
+                         "e.g. 8,8,6") from None
+
+
+def num_scales(pixel_budget: str, custom: tuple | None) -> int:
+    if custom:
+        return len(custom)
+    if pixel_budget not in PIXEL_BUDGETS:
+        raise ValueError(f"unknown pixel budget {pixel_budget!r}; choose one of {list(PIXEL_BUDGETS)}")
+    return PIXEL_BUDGETS[pixel_budget]
+
+
+def build_batch_schedule(preset_label: str, n: int, scales: int, batch_sizes: str = "", cluster_scales: str = "",
+                         resample_scales: str = "", potential: str = "value", lam: float = 10.0,
+                         feature_mode: str = "pca") -> BatchSchedule:
+    """A preset for `scales` scales with the user's edits. Empty text keeps the preset's value; 'none'
+    removes every clustering (or resampling) scale. Scale numbers count from 0, the 1x1 scale, as in the
+    paper."""
+    if preset_label not in SCHEDULE_PRESETS:
+        raise ValueError(f"unknown schedule preset {preset_label!r}; choose one of {list(SCHEDULE_PRESETS)}")
+    schedule = preset(SCHEDULE_PRESETS[preset_label], n=n, num_scales=scales)
+    edits: dict = {"potential": potential, "lam": float(lam), "feature_mode": feature_mode}
+    if batch_sizes.strip():
+        sizes = parse_ints(batch_sizes, "batch sizes")
+        if len(sizes) != scales:
+            raise ValueError(f"batch sizes: {len(sizes)} values given but the image schedule has {scales} scales; "
+                             f"give one size per scale (scale 0 to {scales - 1})")
+        edits["base_sizes"] = sizes
+    for field, text in (("cluster_scales", cluster_scales), ("resample_scales", resample_scales)):
+        if text.strip().lower() == "none":
+            edits[field] = ()
+        elif text.strip():
+            edits[field] = parse_ints(text, field.replace("_", " "))
+    return replace(schedule, **edits).validate(scales)

@@ -1,0 +1,97 @@
+"""Candidate grids: what the preview event `ttsvar.candidates` carries (plain data, no ComfyUI imports).
+
+One payload describes the candidates a node saw at one scale:
+
+    {"stage": "step" | "cluster" | "resample" | "final",
+     "scale": 2, "scales": 13,            # the last generated scale (0 = the 1x1 scale) and the total
+     "size": [H, W],                      # pixel size of the decoded images the grid was made from
+     "prompts": ["a red car"],            # plain text; the page shows it as text, never as HTML
+     "note": "potential value, lambda 10",
+     "candidates": [{"index": 0,          # position among the candidates the node received
+                     "prompt": 0,         # which prompt it belongs to
+                     "origin": 5,         # the initial candidate it descends from
+                     "status": "live" | "kept" | "dropped" | "duplicated" | "picked" | "finalist",
+                     "copies": 1,         # how many candidates continue from it (0 = dropped)
+                     "score": 0.31 | None,
+                     "image": {"filename": "...png", "subfolder": "ttsvar", "type": "temp"} | None}],
+     "hidden": 0}                         # candidates left out of the grid (more than MAX_THUMBNAILS)
+
+"image" is whatever the `save` function given to the grid builders returns for a thumbnail: the nodes save
+small PNGs into ComfyUI's temp folder and send references the page loads through /view, so the prompt
+history stays small.
+"""
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+import torch
+from PIL import Image
+
+MAX_THUMBNAILS = 64
+THUMBNAIL_SIDE = 128
+
+
+def thumbnail(image: torch.Tensor, side: int = THUMBNAIL_SIDE) -> Image.Image:
+    """A small copy of one uint8 [H, W, 3] image, aspect ratio kept."""
+    picture = Image.fromarray(image.cpu().numpy())
+    picture.thumbnail((side, side), Image.BILINEAR)
+    return picture
+
+
+def _score(value) -> float | None:
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _grid(stage, state, images, prompts, entries, note, save) -> dict:
+    for entry in entries[:MAX_THUMBNAILS]:
+        entry["image"] = save(images[entry["index"]])
+    for entry in entries[MAX_THUMBNAILS:]:
+        entry["image"] = None
+    return {"stage": stage, "scale": int(state.scale) - 1, "scales": int(state.geometry.num_scales),
+            "size": [int(images.shape[1]), int(images.shape[2])], "prompts": list(prompts), "note": note,
+            "candidates": entries, "hidden": max(len(entries) - MAX_THUMBNAILS, 0)}
+
+
+def _entry(state, i: int, status: str, copies: int, score) -> dict:
+    return {"index": i, "prompt": int(state.prompt_of[i]), "origin": int(state.origin[i]), "status": status,
+            "copies": copies, "score": None if score is None else _score(score)}
+
+
+def step_grid(state, vae, prompts, side, save) -> dict:
+    """The live candidates after stepping, with the reward of this scale where one was recorded.
+    `side`: decode size limit; the selection that may follow decodes at the same size and reuses it."""
+    images = state.decode(vae, max_side=side)
+    scores = state.scores[:, state.scale - 1]
+    entries = [_entry(state, i, "live", 1, scores[i]) for i in range(state.num_candidates)]
+    return _grid("step", state, images, prompts, entries, "", save)
+
+
+def selection_grid(stage: str, before, vae, prompts, record: dict, side, save) -> dict:
+    """The candidates a clustering or resampling node received, marked kept / dropped / duplicated.
+
+    `before` is the state the selection ran on and `side` the size it decoded at: the decoded images are
+    memoised in the state, so this costs no decode."""
+    images = before.decode(vae, max_side=side)
+    copies = Counter(record["kept"])
+    scores: dict[int, float] = {}
+    for group in record.get("groups", []):
+        scores.update(zip(group["candidates"], group.get("scores", [])))
+    entries = []
+    for i in range(before.num_candidates):
+        count = copies.get(i, 0)
+        status = "dropped" if count == 0 else "kept" if count == 1 else "duplicated"
+        entries.append(_entry(before, i, status, count, scores.get(i)))
+    note = f"potential {record['potential']}, lambda {record['lambda']:g}" if stage == "resample" else ""
+    return _grid(stage, before, images, prompts, entries, note, save)
+
+
+def final_grid(state, vae, prompts, record: dict, save) -> dict:
+    """Every finalist with its final reward; the pick of each prompt marked."""
+    images = state.decode(vae)
+    picks = {group["pick"] for group in record["groups"]}
+    scores = state.scores[:, state.scale - 1]
+    entries = [_entry(state, i, "picked" if i in picks else "finalist", 1, scores[i])
+               for i in range(state.num_candidates)]
+    return _grid("final", state, images, prompts, entries, f"mode {record.get('mode', 'best')}", save)

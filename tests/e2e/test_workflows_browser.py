@@ -1,0 +1,167 @@
+"""The shipped workflows in the real frontend: opened from ComfyUI's template browser, run with the Run
+button, and the candidate grids drawn on the nodes. Screenshots go to the artifacts folder.
+
+As in test_workflows.py, the Infinity-2B workflows get the tiny random files and a 13-scale tiny schedule
+(set on the loaded graph's widgets, the way a user would pick other files) before they run.
+"""
+import json
+import uuid
+
+import pytest
+
+PACK = "comfyui-ttsvar"
+NAMES = ["ttsvar_2b_node_by_node", "ttsvar_2b_sampler", "ttsvar_bon_vs_ttsvar", "ttsvar_small_model_cpu"]
+RUN_TIMEOUT_MS = 240_000
+# onerror would set the flag if the prompt were ever parsed as HTML
+TRICKY_PROMPT = 'a cat <img src="x" onerror="window.__ttsvarInjected = 1"> & <b>bold</b>'
+
+GRID_STATE_JS = """
+(ids) => ids.map((id) => {
+  const node = window.app.graph.getNodeById(Number(id));
+  const widget = node?.widgets?.find((w) => w.name === "ttsvar_candidates");
+  const root = widget?.element;
+  const images = root ? [...root.querySelectorAll("img")] : [];
+  return {
+    id,
+    stage: node?.ttsvarGrid?.stage ?? null,
+    candidates: node?.ttsvarGrid?.candidates?.length ?? 0,
+    figures: root ? root.querySelectorAll("figure").length : 0,
+    loaded: images.length > 0 && images.every((img) => img.complete && img.naturalWidth > 0),
+    head: root ? root.children[0].textContent : "",
+    prompt: root ? root.children[1].textContent : "",
+    promptElements: root ? root.children[1].childElementCount : -1,
+  };
+})
+"""
+
+
+# Widget values of every node as the frontend saves them.
+SAVED_WIDGETS_JS = """
+() => Object.fromEntries(JSON.parse(JSON.stringify(window.app.graph.serialize())).nodes
+                           .map((n) => [n.id, n.widgets_values ?? null]))
+"""
+
+
+def open_template(page, name):
+    """Templates dialog -> the pack's category -> the workflow's card, as a user does."""
+    page.evaluate("() => window.app.extensionManager.command.execute('Comfy.BrowseTemplates')")
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_text(PACK, exact=True).click()
+    dialog.get_by_text(name, exact=True).click()
+    dialog.wait_for(state="detached", timeout=30_000)
+
+
+# Forgets the grids of earlier runs, so waiting for grids waits for this run's.
+CLEAR_GRIDS_JS = """
+(ids) => ids.forEach((id) => {
+  const node = window.app.graph.getNodeById(Number(id));
+  const widget = node?.widgets?.find((w) => w.name === "ttsvar_candidates");
+  if (node) node.ttsvarGrid = null;
+  if (widget) widget.element.children[2].replaceChildren();
+})
+"""
+
+
+def run_and_wait_for_grids(comfy_page, comfy, ids):
+    page = comfy_page.page
+    page.evaluate(CLEAR_GRIDS_JS, ids)
+    page.get_by_role("button", name="Run", exact=True).click()
+    page.wait_for_function(f"""() => {GRID_STATE_JS}({json.dumps(ids)})
+                                        .every((n) => n.stage && n.figures > 0 && n.loaded)""",
+                           timeout=RUN_TIMEOUT_MS)
+    comfy.wait_until_idle(timeout=RUN_TIMEOUT_MS / 1000)
+    return page.evaluate(GRID_STATE_JS, ids)
+
+
+def fit_view(page, ids=()):
+    """Zoom to fit the given nodes (all when none are given)."""
+    page.evaluate("""async (ids) => {
+        const canvas = window.app.canvas;
+        canvas.deselectAll();
+        if (ids.length) canvas.selectNodes(ids.map((id) => window.app.graph.getNodeById(Number(id))));
+        await window.app.extensionManager.command.execute('Comfy.Canvas.FitView');
+        canvas.deselectAll();
+        canvas.setDirty(true, true);
+    }""", list(ids))
+    page.wait_for_timeout(500)
+
+
+def set_widgets(page, workflows, changes):
+    return page.evaluate(workflows.SWAP_JS, changes)
+
+
+def fresh_seeds(page, workflows):
+    """A new seed, so ComfyUI's cache cannot skip nodes an earlier test ran with identical inputs."""
+    seed = uuid.uuid4().int % 2 ** 32
+    set_widgets(page, workflows, {"TTSVAR_Start": {"seed": seed}, "TTSVAR_Sampler": {"seed": seed}})
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_workflow_from_template_browser_runs_and_shows_candidates(name, comfy_page, comfy, workflows,
+                                                                  tiny_models):
+    page = comfy_page.page
+    page.set_viewport_size({"width": 1600, "height": 1000})
+    errors_before = len(comfy_page.page_errors)
+    open_template(page, name)
+    shipped = workflows.load(name)
+    loaded = page.evaluate("() => window.app.graph.nodes.map((n) => [n.id, n.type]).sort((a, b) => a[0] - b[0])")
+    assert loaded == sorted([n["id"], n["type"]] for n in shipped["nodes"])
+    comfy_page.clean_screenshot("loaded")
+
+    if name in workflows.specs.NEEDS_SWAPS:
+        set_widgets(page, workflows, workflows.specs.TINY_SWAPS)
+    fresh_seeds(page, workflows)
+    ids = workflows.specs.GRID_NODES[name]
+    saved_before = page.evaluate(SAVED_WIDGETS_JS)
+    grids = run_and_wait_for_grids(comfy_page, comfy, ids)
+    # the grid is not part of the saved workflow: saving after a run gives the same widget values
+    assert page.evaluate(SAVED_WIDGETS_JS) == saved_before
+    fit_view(page)
+    comfy_page.clean_screenshot("candidates")
+    fit_view(page, ids[:4])
+    comfy_page.clean_screenshot("candidates-closeup")
+
+    for grid in grids:
+        assert grid["figures"] == grid["candidates"] > 0, grid
+        assert grid["prompt"] == workflows.specs.PROMPT and grid["promptElements"] == 0
+    assert grids[-1]["stage"] == "final"
+    assert comfy_page.errors_mentioning(f"/extensions/{PACK}/") == []
+    assert [e.message for e in comfy_page.page_errors[errors_before:]] == []
+
+
+def test_prompt_shown_as_text_and_errors_shown_in_the_ui(comfy_page, comfy, workflows, tiny_models):
+    page = comfy_page.page
+    open_template(page, "ttsvar_small_model_cpu")
+
+    # prompt text with markup: shown as text, never parsed as HTML
+    set_widgets(page, workflows, {"TTSVAR_TextEncode": {"prompt": TRICKY_PROMPT}})
+    fresh_seeds(page, workflows)
+    (grid,) = run_and_wait_for_grids(comfy_page, comfy, ["6"])
+    assert grid["prompt"] == TRICKY_PROMPT and grid["promptElements"] == 0
+    assert page.evaluate("() => window.__ttsvarInjected ?? null") is None
+    assert page.evaluate("() => document.querySelectorAll('.ttsvar-panel b, .ttsvar-panel img[src=\"x\"]').length") == 0
+
+    # an invalid schedule is refused before the run, naming the schedule node's problem
+    set_widgets(page, workflows, {"TTSVAR_BatchSchedule": {"batch_sizes": "8,4"}})
+    page.get_by_role("button", name="Run", exact=True).click()
+    page.get_by_text("batch sizes: 2 values given but the image schedule has 5 scales").first.wait_for(timeout=30_000)
+    page.wait_for_timeout(600)  # the dialog fades in
+    comfy_page.screenshot("invalid-schedule")
+    page.keyboard.press("Escape")
+
+    # a 2B/8B mismatch fails in the loader, with the pairing in the message
+    set_widgets(page, workflows, {"TTSVAR_BatchSchedule": {"batch_sizes": ""},
+                                  "TTSVAR_ModelLoader": {"vae": "tiny_vae_patchify.safetensors"}})
+    fresh_seeds(page, workflows)
+    page.get_by_role("button", name="Run", exact=True).click()
+    page.get_by_text("Infinity-2B pairs with infinity_vae_d32reg.pth").first.wait_for(timeout=60_000)
+    page.wait_for_timeout(600)
+    comfy_page.screenshot("model-mismatch")
+    page.keyboard.press("Escape")
+    comfy.wait_until_idle()
+
+    # fixed, the same page runs the workflow again
+    set_widgets(page, workflows, {"TTSVAR_ModelLoader": {"vae": "tiny_vae.safetensors"}})
+    fresh_seeds(page, workflows)
+    (grid,) = run_and_wait_for_grids(comfy_page, comfy, ["6"])
+    assert grid["stage"] == "final"

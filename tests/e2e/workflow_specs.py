@@ -1,0 +1,176 @@
+"""The shipped workflows, described as nodes, widget values and links.
+
+test_build_workflows.py turns each spec into the UI-format JSON the ComfyUI frontend itself saves (by
+building the graph in the real page and serialising it) and writes workflows/<name>.json plus a .jpg
+thumbnail of the loaded graph. Rebuild after changing a node's inputs:
+
+    TTSVAR_BUILD_WORKFLOWS=1 .venv/bin/python -m pytest tests/e2e/test_build_workflows.py
+
+Workflow: {"nodes", "links", "min_width" (px, of nodes without a size)}.
+Node: {"id", "type", "pos", optional "title", "size", "widgets": {widget name: value}}.
+Link: (source node id, output slot, target node id, input name).
+"""
+
+PROMPT = "a photo of a red fox sitting in fresh snow in a pine forest, golden hour light"
+NEGATIVE = ""
+MIN_WIDTH = 340  # room for the node titles and file names
+FIXED = "fixed"  # control_after_generate: keep the seed, so a rerun gives the same image
+
+REAL_2B = {"model": "infinity_2b_reg.pth", "vae": "infinity_vae_d32reg.pth", "text_encoder": "flan-t5-xl",
+           "dtype": "auto"}
+REAL_REWARD = {"kind": "imagereward", "file": "ImageReward.pt", "dtype": "auto"}
+REAL_FEATURES = {"kind": "dinov2", "file": "dinov2_vitl14_reg4_pretrain.pth", "dtype": "auto"}
+SMALL_MODEL = {"model": "tiny_infinity.safetensors", "vae": "tiny_vae.safetensors", "text_encoder": "tiny-t5",
+               "dtype": "fp32"}
+SMALL_REWARD = {"kind": "clip", "file": "tiny-clip", "dtype": "fp32"}
+SMALL_FEATURES = {"kind": "dinov2", "file": "tiny_dinov2_reg4.pth", "dtype": "fp32"}
+SMALL_SCALES = "1x1,2x2,4x4,6x6,8x8"  # 128 px in five scales: a whole search in seconds on a CPU
+
+NOTE_2B = ("Infinity-2B at 1024 px. Put these files into ComfyUI/models (see the pack's README):\n"
+           "  infinity/infinity_2b_reg.pth\n  infinity_vae/infinity_vae_d32reg.pth\n"
+           "  text_encoders/flan-t5-xl/ (config.json, tokenizer, weights)\n"
+           "  ttsvar_rewards/ImageReward.pt\n  ttsvar_features/dinov2_vitl14_reg4_pretrain.pth\n"
+           "Press R after copying files so the lists refresh.")
+NOTE_NODE_BY_NODE = ("TTS-VAR as in the paper, one node per decision: 8 candidates; after scale 2 and 5 "
+                     "clustering keeps 6, then 4 diverse candidates; after scale 6 and 9 reward resampling "
+                     "draws 2, then 1. Each node shows its candidates: kept, dropped, duplicated, with scores.")
+NOTE_SMALL = ("Runs on a CPU in seconds with the small model files the pack's tests use. Write them with\n"
+              "  python -m ttsvar_core make-tiny ComfyUI/models\n"
+              "  python -m ttsvar_core.tiny_scorers ComfyUI/models\n"
+              "(random weights: the images are noise, but every step of the search runs for real).")
+
+
+def _loaders(model, reward, features, note, y_note=600):
+    return [
+        {"id": 1, "type": "TTSVAR_ModelLoader", "pos": [20, 40], "widgets": model},
+        {"id": 2, "type": "TTSVAR_RewardLoader", "pos": [20, 250], "widgets": reward},
+        {"id": 3, "type": "TTSVAR_FeatureLoader", "pos": [20, 450], "widgets": features},
+        {"id": 4, "type": "TTSVAR_TextEncode", "pos": [400, 40], "size": [400, 220],
+         "widgets": {"prompt": PROMPT, "negative_prompt": NEGATIVE}},
+        {"id": 90, "type": "Note", "pos": [20, y_note], "size": [360, 200], "widgets": {"text": note}},
+    ]
+
+
+def _sampler_widgets():
+    return {"aspect_ratio": "1:1", "seed": 42, "control_after_generate": FIXED, "cfg": 3.0, "tau": 0.5,
+            "top_k": 900, "top_p": 0.97}
+
+
+def _schedule_widgets(preset, n=1, custom_scales=""):
+    return {"preset": preset, "n": n, "pixel_budget": "1M", "batch_sizes": "", "cluster_scales": "",
+            "resample_scales": "", "potential": "value", "lam": 10.0, "feature_mode": "pca",
+            "custom_scales": custom_scales}
+
+
+def node_by_node_2b():
+    step = lambda i, x, y, to: {"id": i, "type": "TTSVAR_Step", "pos": [x, y],  # noqa: E731
+                                "title": f"Step to scale {to}" if to >= 0 else "Step to the last scale",
+                                "widgets": {"to_scale": to}}
+    nodes = _loaders(REAL_2B, REAL_REWARD, REAL_FEATURES, NOTE_2B + "\n\n" + NOTE_NODE_BY_NODE, y_note=620) + [
+        {"id": 5, "type": "TTSVAR_Start", "pos": [400, 300], "title": "Start 8 candidates",
+         "widgets": {"aspect_ratio": "1:1", "pixel_budget": "1M", "seed": 42, "control_after_generate": FIXED,
+                     "cfg": 3.0, "tau": 0.5, "top_k": 900, "top_p": 0.97, "candidates": 8, "custom_scales": ""}},
+        step(6, 840, 40, 2),
+        {"id": 7, "type": "TTSVAR_Cluster", "pos": [1260, 40], "title": "Cluster: keep 6",
+         "widgets": {"keep": 6, "feature_mode": "pca"}},
+        step(8, 1680, 40, 5),
+        {"id": 9, "type": "TTSVAR_Cluster", "pos": [2100, 40], "title": "Cluster: keep 4",
+         "widgets": {"keep": 4, "feature_mode": "pca"}},
+        step(10, 840, 560, 6),
+        {"id": 11, "type": "TTSVAR_Resample", "pos": [1260, 560], "title": "Resample by reward: keep 2",
+         "widgets": {"keep": 2, "potential": "value", "lam": 10.0}},
+        step(12, 1680, 560, 9),
+        {"id": 13, "type": "TTSVAR_Resample", "pos": [2100, 560], "title": "Resample by reward: keep 1",
+         "widgets": {"keep": 1, "potential": "value", "lam": 10.0}},
+        step(14, 840, 1080, -1),
+        {"id": 15, "type": "TTSVAR_PickBest", "pos": [1260, 1080], "widgets": {"mode": "best", "lam": 10.0}},
+        {"id": 16, "type": "SaveImage", "pos": [1680, 1080], "size": [400, 420],
+         "widgets": {"filename_prefix": "ttsvar_2b"}},
+    ]
+    links = [(1, 0, 4, "model"), (1, 0, 5, "model"), (4, 0, 5, "conditioning"),
+             (5, 0, 6, "candidates"), (6, 0, 7, "candidates"), (3, 0, 7, "features"),
+             (7, 0, 8, "candidates"), (8, 0, 9, "candidates"), (3, 0, 9, "features"),
+             (9, 0, 10, "candidates"), (10, 0, 11, "candidates"), (2, 0, 11, "reward"),
+             (11, 0, 12, "candidates"), (12, 0, 13, "candidates"), (2, 0, 13, "reward"),
+             (13, 0, 14, "candidates"), (14, 0, 15, "candidates"), (2, 0, 15, "reward"),
+             (15, 0, 16, "images")]
+    return {"nodes": nodes, "links": links, "min_width": MIN_WIDTH}
+
+
+def _one_sampler(model, reward, features, note, schedule):
+    nodes = _loaders(model, reward, features, note) + [
+        {"id": 5, "type": "TTSVAR_BatchSchedule", "pos": [400, 300], "widgets": schedule},
+        {"id": 6, "type": "TTSVAR_Sampler", "pos": [840, 40], "widgets": _sampler_widgets()},
+        {"id": 7, "type": "SaveImage", "pos": [1280, 40], "size": [420, 460],
+         "widgets": {"filename_prefix": "ttsvar"}},
+    ]
+    links = [(1, 0, 4, "model"), (1, 0, 6, "model"), (4, 0, 6, "conditioning"), (5, 0, 6, "schedule"),
+             (2, 0, 6, "reward"), (3, 0, 6, "features"), (6, 0, 7, "images")]
+    return {"nodes": nodes, "links": links, "min_width": MIN_WIDTH}
+
+
+def sampler_2b():
+    return _one_sampler(REAL_2B, REAL_REWARD, REAL_FEATURES, NOTE_2B, _schedule_widgets("TTS-VAR paper (2B)"))
+
+
+def small_model_cpu():
+    return _one_sampler(SMALL_MODEL, SMALL_REWARD, SMALL_FEATURES, NOTE_SMALL,
+                        _schedule_widgets("TTS-VAR paper (2B)", custom_scales=SMALL_SCALES))
+
+
+def bon_vs_ttsvar():
+    note = (NOTE_2B + "\n\nBest-of-N with N=8 (8 full images, the best by reward) next to TTS-VAR with N=1 "
+            "(8 candidates narrowed by clustering and resampling), same prompt and seed.")
+    nodes = _loaders(REAL_2B, REAL_REWARD, REAL_FEATURES, note, y_note=620) + [
+        {"id": 5, "type": "TTSVAR_BatchSchedule", "pos": [400, 300], "title": "Schedule: Best-of-N",
+         "widgets": _schedule_widgets("Best-of-N", n=8)},
+        {"id": 6, "type": "TTSVAR_Sampler", "pos": [840, 40], "title": "Best-of-N (N=8)",
+         "widgets": _sampler_widgets()},
+        {"id": 7, "type": "SaveImage", "pos": [1280, 40], "size": [420, 460], "title": "Best-of-N",
+         "widgets": {"filename_prefix": "compare_bon"}},
+        {"id": 8, "type": "TTSVAR_BatchSchedule", "pos": [400, 740], "title": "Schedule: TTS-VAR",
+         "widgets": _schedule_widgets("TTS-VAR paper (2B)", n=1)},
+        {"id": 9, "type": "TTSVAR_Sampler", "pos": [840, 740], "title": "TTS-VAR (N=1)",
+         "widgets": _sampler_widgets()},
+        {"id": 10, "type": "SaveImage", "pos": [1720, 40], "size": [420, 460], "title": "TTS-VAR",
+         "widgets": {"filename_prefix": "compare_ttsvar"}},
+    ]
+    links = [(1, 0, 4, "model"), (1, 0, 6, "model"), (1, 0, 9, "model"), (4, 0, 6, "conditioning"),
+             (4, 0, 9, "conditioning"), (5, 0, 6, "schedule"), (8, 0, 9, "schedule"), (2, 0, 6, "reward"),
+             (2, 0, 9, "reward"), (3, 0, 9, "features"), (6, 0, 7, "images"), (9, 0, 10, "images")]
+    return {"nodes": nodes, "links": links, "min_width": MIN_WIDTH}
+
+
+WORKFLOWS = {
+    "ttsvar_2b_node_by_node": node_by_node_2b,
+    "ttsvar_2b_sampler": sampler_2b,
+    "ttsvar_bon_vs_ttsvar": bon_vs_ttsvar,
+    "ttsvar_small_model_cpu": small_model_cpu,
+}
+
+# How the tests run the workflows that name real model files CI does not have: the same graph with the
+# tiny random files, and a 13-scale custom schedule of tiny token grids (64 px) in place of the 1M budget,
+# so every to_scale and every selection scale of the graph stays as shipped.
+TINY_SCALES_13 = "1x1,1x1,2x2,2x2,2x2,3x3,3x3,3x3,4x4,4x4,4x4,4x4,4x4"
+TINY_SWAPS = {
+    "TTSVAR_ModelLoader": SMALL_MODEL,
+    "TTSVAR_RewardLoader": SMALL_REWARD,
+    "TTSVAR_FeatureLoader": SMALL_FEATURES,
+    "TTSVAR_Start": {"custom_scales": TINY_SCALES_13},
+    "TTSVAR_BatchSchedule": {"custom_scales": TINY_SCALES_13},
+}
+NEEDS_SWAPS = {"ttsvar_2b_node_by_node", "ttsvar_2b_sampler", "ttsvar_bon_vs_ttsvar"}
+# SaveImage node id -> (images, height, width) each workflow must produce (after the swaps above).
+EXPECTED_IMAGES = {
+    "ttsvar_2b_node_by_node": {"16": (1, 64, 64)},
+    "ttsvar_2b_sampler": {"7": (1, 64, 64)},
+    "ttsvar_bon_vs_ttsvar": {"7": (1, 64, 64), "10": (1, 64, 64)},
+    "ttsvar_small_model_cpu": {"7": (1, 128, 128)},
+}
+# Nodes that must show a candidate grid after a run.
+GRID_NODES = {
+    "ttsvar_2b_node_by_node": ["6", "7", "8", "9", "10", "11", "12", "13", "14", "15"],
+    "ttsvar_2b_sampler": ["6"],
+    "ttsvar_bon_vs_ttsvar": ["6", "9"],
+    "ttsvar_small_model_cpu": ["6"],
+}
