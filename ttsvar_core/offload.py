@@ -9,19 +9,21 @@ from torch import nn
 
 @contextmanager
 def on_device(module, device, enabled: bool = True):
-    """Runs a block of work with `module` on `device`, then sends it back to the CPU (when enabled).
-    Works for nn.Modules and for scorers with to()/offload()."""
+    """Runs a block of work with `module` on `device` (when enabled). Scorers are offloaded afterwards
+    (they move back to their device on their next call by themselves); a plain nn.Module returns to
+    where it was, so keep it in CPU memory between uses to save device memory."""
     if not enabled:
         yield module
         return
+    home = None if hasattr(module, "offload") else next(module.parameters()).device
     module.to(device)
     try:
         yield module
     finally:
-        if hasattr(module, "offload"):
+        if home is None:
             module.offload()
         else:
-            module.to("cpu")
+            module.to(home)
 
 
 class BlockStreamer:

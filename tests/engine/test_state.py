@@ -158,3 +158,14 @@ def test_selection_decode_at_reduced_size(tiny, prompts):
     small = state.decode(vae, max_side=40)
     assert full.shape == (4, 80, 80, 3) and small.shape == (4, 32, 32, 3)
     assert state.decode(vae) is full  # decoded once per state and size
+
+
+def test_step_capacity_and_rebuild_room(tiny, prompts):
+    model, _ = tiny
+    feats, lens = prompts
+    state = SearchState.start(model, feats, lens, SCHEDULE, PARAMS, 2, seed=7, capacity_scales=1)
+    grown = state.step(until=3, capacity_scales=3)
+    assert grown.cache.capacity == 1 + 4 + 9
+    grown.release_cache()
+    assert grown.cache.capacity == 1 + 4 + 9  # rebuilt with room for what exists only
+    assert grown.step(capacity_scales=4).cache.capacity == 1 + 4 + 9 + 16

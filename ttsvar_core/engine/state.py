@@ -104,15 +104,16 @@ class SearchState:
 
     # ---- stepping -------------------------------------------------------------------------------------
     @torch.no_grad()
-    def step(self, until: int | None = None, callback=None) -> "SearchState":
-        """Generates the next scale (or every scale up to `until`, exclusive count of scales done)."""
+    def step(self, until: int | None = None, callback=None, capacity_scales: int | None = None) -> "SearchState":
+        """Generates the next scale (or every scale up to `until`, exclusive count of scales done).
+        `capacity_scales`: if the cache must be (re)allocated, room for this many scales (default: all)."""
         target = self.scale + 1 if until is None else until
         if not self.scale < target <= self.geometry.num_scales:
             raise ValueError(f"cannot step from {self.scale} to {target} scales "
                              f"(the schedule has {self.geometry.num_scales})")
         state = self
         while state.scale < target:
-            state = state._step_one()
+            state = state._step_one(capacity_scales)
             if callback is not None:
                 callback(state)
         return state
@@ -128,13 +129,16 @@ class SearchState:
         """Frees this state's cache (memory); it is rebuilt transparently if the state is used again."""
         self.cache_ref.cache = None
 
-    def _owned_cache(self) -> KVCache:
+    def _room(self, capacity_scales: int | None) -> int:
+        return self.geometry.starts[min(capacity_scales or self.geometry.num_scales, self.geometry.num_scales)]
+
+    def _owned_cache(self, capacity_scales: int | None = None) -> KVCache:
         """A cache this state may append its next scale to: the shared one while this state is its frontier
-        and it has room, else a copy of the prefix (with room for the rest of the schedule)."""
+        and it has room, else a copy of the prefix with room for `capacity_scales` (default: all)."""
         cache, needed = self.cache, self.geometry.starts[self.scale + 1]
         if cache.filled == self.cache_length and cache.capacity >= needed:
             return cache
-        capacity = cache.capacity if cache.capacity >= needed else self.geometry.total_tokens
+        capacity = cache.capacity if cache.capacity >= needed else max(self._room(capacity_scales), needed)
         return cache.prefix_copy(self.cache_length, capacity)
 
     def _tokens(self) -> torch.Tensor:
@@ -144,9 +148,9 @@ class SearchState:
         tokens = model.embed_tokens(self.next_in)
         return tokens.repeat(2, 1, 1) if self.guided else tokens
 
-    def _step_one(self) -> "SearchState":
+    def _step_one(self, capacity_scales: int | None = None) -> "SearchState":
         si, model, g = self.scale, self.model, self.geometry
-        cache = self._owned_cache()
+        cache = self._owned_cache(capacity_scales)
         raw = scale_forward(model, g, si, self._tokens(), self.text, self.row_seq(), cache, g.starts[si])
         cache.filled = g.starts[si + 1]
         logits = guide_logits(raw, self.num_candidates, self.params.cfg_at(si), self.params.tau_at(si), self.guided)
@@ -182,7 +186,7 @@ class SearchState:
             raise ValueError(f"candidate index out of range 0..{self.num_candidates - 1}: {idx.tolist()}")
         dev = self.prompt_of.device
         rows = idx if not self.guided else torch.cat([idx, idx + self.num_candidates])
-        capacity = self.geometry.starts[min(capacity_scales or self.geometry.num_scales, self.geometry.num_scales)]
+        capacity = self._room(capacity_scales)
         if release_input and capacity > self.cache_length:
             # gather the kept prefix compactly and free the source before the bigger buffer exists,
             # so the peak is (source + kept prefix) or (kept prefix + new), never source + new
@@ -252,7 +256,8 @@ class SearchState:
         from ..sampling import next_input as resize
         g, model = self.geometry, self.model
         rows = 2 * self.num_candidates if self.guided else self.num_candidates
-        cache = KVCache(model.cfg.depth, rows, model.cfg.num_heads, g.total_tokens, model.cfg.head_dim,
+        # room for what exists only: a later step grows it once, with the room its caller asks for
+        cache = KVCache(model.cfg.depth, rows, model.cfg.num_heads, max(g.starts[self.scale], 1), model.cfg.head_dim,
                         dtype=model.block_dtype, device=model.device)
         summed = None
         for si in range(self.scale):
