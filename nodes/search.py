@@ -49,15 +49,6 @@ def image_schedule(pipeline, aspect_ratio: str, pixel_budget: str, custom) -> li
     return pipeline.schedule(ASPECT_RATIOS[aspect_ratio], pixel_budget, list(custom) if custom else None)
 
 
-def with_room(state: SearchState, target: int) -> SearchState:
-    """The state with KV-cache room for its scales up to `target`, re-allocated (an identity selection: same
-    candidates, same random streams) when it has less. The engine would otherwise copy the cache with room
-    for the whole schedule, several GB per candidate at 1024 px, mostly for scales later selections drop."""
-    if state.cache.capacity >= state.geometry.starts[target]:
-        return state
-    return state.select(range(state.num_candidates), capacity_scales=target)
-
-
 def selection_options(state: SearchState) -> dict:
     """Selection options of the node-by-node search: decode at SELECTION_SIDE, and give the selected
     candidates a cache without room to grow (the next Step node allocates what it needs).
@@ -171,8 +162,8 @@ class TTSVARStep:
             raise ValueError(f"cannot step to scale {target - 1}: these candidates have {have} of 0 to "
                              f"{total - 1}; choose a scale from {done} to {total - 1} (or -1 for all)")
         glue.check_interrupt()
-        state = with_room(candidates.state, target)
-        state = state.step(until=target, callback=glue.ScaleProgress(done, target))
+        # KV-cache room only for the scales this node generates: later selections replace the cache
+        state = candidates.state.step(until=target, callback=glue.ScaleProgress(done, target), capacity_scales=target)
         grid = previews.step_grid(state, candidates.vae, candidates.prompts, SELECTION_SIDE, glue.save_thumbnail)
         ui = glue.send_candidates(grid)
         return {"ui": ui, "result": (replace(candidates, state=state),)}
