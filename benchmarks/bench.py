@@ -91,6 +91,11 @@ class CudaPeak:
     def bytes(self) -> int:
         return self.peak - self.base
 
+    @property
+    def total(self) -> int:
+        """Everything on the device at the peak, weights included."""
+        return self.peak
+
 
 def token_passes(trace: dict, schedule, guided: bool) -> int:
     """Transformer token-passes: rows x tokens summed over scales (rows double with guidance)."""
@@ -147,7 +152,7 @@ def time_run(model, vae, feats, lens, prompts, schedule, params, batch, reward, 
             selections.append({"event": "final", "after_scale": len(step_times) - 1, "seconds": t - last,
                                "step_seconds": step_times[-1]})
         last = t
-    return result, wall, step_times, selections, meter.bytes
+    return result, wall, step_times, selections, meter
 
 
 def main(argv=None):
@@ -182,26 +187,15 @@ def main(argv=None):
     plan = [("raw", 1)] + [(s, n) for n in args.n for s in ("bon", "tts-var")]
     for strategy, n in plan:
         batch = schedule_for(strategy, n, len(schedule))
-        result, wall, steps, selections, peak = time_run(model, vae, feats, lens, prompts, schedule, params, batch,
-                                                         reward, extractor, device, offload=False)
-        runs.append({"strategy": strategy, "n": n, "wall_s": wall, "step_s": steps, "selections": selections,
-                     "selection_s": sum(s["seconds"] for s in selections if s["event"] != "final"),
-                     "final_s": sum(s["seconds"] for s in selections if s["event"] == "final"),
-                     "token_passes": token_passes(result.trace, schedule, guided),
-                     "predicted_passes": predicted_passes(batch, schedule, len(prompts), guided),
-                     "peak_bytes": peak, "sizes": list(batch.sizes)})
-        print(f"  {strategy:8s} N={n}: {wall:7.3f} s", file=sys.stderr)
+        runs.append(measure(strategy, n, model, vae, feats, lens, prompts, schedule, params, reward, extractor,
+                            device, guided, offload=False))
     if args.low_memory:
+        # the same runs with the blocks streamed from pinned CPU memory and idle models off the device
         streamer = BlockStreamer(model, device)
-        batch = schedule_for("tts-var", args.n[0], len(schedule))
-        result, wall, steps, selections, peak = time_run(model, vae, feats, lens, prompts, schedule, params, batch,
-                                                         reward, extractor, device, offload=True)
+        for strategy in ("bon", "tts-var"):
+            runs.append(measure(strategy, args.n[0], model, vae, feats, lens, prompts, schedule, params, reward,
+                                extractor, device, guided, offload=True))
         streamer.remove()
-        runs.append({"strategy": "tts-var (low memory)", "n": args.n[0], "wall_s": wall, "step_s": steps,
-                     "selections": selections, "selection_s": sum(s["seconds"] for s in selections[:-1]),
-                     "final_s": selections[-1]["seconds"], "token_passes": token_passes(result.trace, schedule, guided),
-                     "predicted_passes": predicted_passes(batch, schedule, len(prompts), guided), "peak_bytes": peak,
-                     "sizes": list(batch.sizes)})
     report = {"config": args.config, "device": str(device), "dtype": str(dtype), "budget": args.budget,
               "schedule": [list(s) for s in schedule], "machine": machine(device), "runs": runs}
     add_ratios(report)
@@ -211,10 +205,26 @@ def main(argv=None):
     return report
 
 
+def measure(strategy, n, model, vae, feats, lens, prompts, schedule, params, reward, extractor, device, guided,
+            offload):
+    batch = schedule_for(strategy, n, len(schedule))
+    result, wall, steps, selections, meter = time_run(model, vae, feats, lens, prompts, schedule, params, batch,
+                                                      reward, extractor, device, offload=offload)
+    label = strategy + (" (low memory)" if offload else "")
+    print(f"  {label:22s} N={n}: {wall:7.3f} s", file=sys.stderr)
+    return {"strategy": label, "n": n, "wall_s": wall, "step_s": steps, "selections": selections,
+            "selection_s": sum(s["seconds"] for s in selections if s["event"] != "final"),
+            "final_s": sum(s["seconds"] for s in selections if s["event"] == "final"),
+            "token_passes": token_passes(result.trace, schedule, guided),
+            "predicted_passes": predicted_passes(batch, schedule, len(prompts), guided),
+            "peak_bytes": meter.bytes, "peak_total_bytes": getattr(meter, "total", None), "sizes": list(batch.sizes)}
+
+
 def add_ratios(report):
-    bon = {r["n"]: r for r in report["runs"] if r["strategy"] == "bon"}
+    bon = {(r["n"], r["strategy"].endswith("(low memory)")): r for r in report["runs"]
+           if r["strategy"].startswith("bon")}
     for r in report["runs"]:
-        base = bon.get(r["n"])
+        base = bon.get((r["n"], r["strategy"].endswith("(low memory)")))
         if base:
             r["time_vs_bon"] = r["wall_s"] / base["wall_s"]
             r["passes_vs_bon"] = r["token_passes"] / base["token_passes"]
@@ -241,14 +251,16 @@ def table(report) -> str:
     lines = [f"config={report['config']} device={report['device']} dtype={report['dtype']} budget={report['budget']} "
              f"({len(report['schedule'])} scales)",
              f"{'strategy':22s} {'N':>2} {'wall s':>8} {'vs BoN':>7} {'passes':>10} {'vs BoN':>7} {'t/pred':>7} "
-             f"{'gen/pred':>8} {'select s':>9} {'sel/step':>8} {'sel %':>6} {'peak MB':>9} {'vs BoN':>7}"]
+             f"{'gen/pred':>8} {'select s':>9} {'sel/step':>8} {'sel %':>6} {'peak MB':>9} {'vs BoN':>7} "
+             f"{'total MB':>9}"]
     for r in report["runs"]:
         f = lambda k, fmt: format(r[k], fmt) if k in r else "-"  # noqa: E731
         lines.append(f"{r['strategy']:22s} {r['n']:>2} {r['wall_s']:8.3f} {f('time_vs_bon', '7.2f')} "
                      f"{r['token_passes']:10d} {f('passes_vs_bon', '7.2f')} {f('time_over_pass_prediction', '7.2f')} "
                      f"{f('generation_over_pass_prediction', '8.2f')} "
                      f"{r['selection_s']:9.3f} {r['max_selection_over_step']:8.2f} {100 * r['selection_share']:6.1f} "
-                     f"{r['peak_bytes'] / 2**20:9.1f} {f('memory_vs_bon', '7.2f')}")
+                     f"{r['peak_bytes'] / 2**20:9.1f} {f('memory_vs_bon', '7.2f')} "
+                     f"{(r['peak_total_bytes'] or 0) / 2**20:9.1f}")
         steps = ", ".join(f"{t * 1000:.0f}" for t in r["step_s"])
         lines.append(f"{'':25s}ms per scale: {steps}")
     return "\n".join(lines)

@@ -167,13 +167,13 @@ class Block(nn.Module):
         self.ca_norm = nn.LayerNorm(c, eps=cfg.norm_eps)
         self.ada_gss = nn.Parameter(torch.zeros(1, 1, 6, c))
 
-    def forward(self, x, gss_rows, text_kv, offsets, seq_groups, rope_cos, rope_sin, cache, layer, start,
+    def forward(self, x, gss_rows, text: TextCondition, offsets, seq_groups, rope_cos, rope_sin, cache, layer, start,
                 attn_mask=None):
         gamma1, gamma2, scale1, scale2, shift1, shift2 = (self.ada_gss.float() + gss_rows).unbind(2)
         a = ada_layer_norm(x, scale1, shift1, self.eps)
         x = x + self.sa(a, rope_cos, rope_sin, cache, layer, start, attn_mask).float().mul_(gamma1)
         x = x + self.ca(F.layer_norm(x, (x.shape[-1],), self.ca_norm.weight.float(), self.ca_norm.bias.float(),
-                                     self.eps), text_kv, offsets, seq_groups).float()
+                                     self.eps), text.keys_values(layer, self.ca), offsets, seq_groups).float()
         x = x + self.ffn(ada_layer_norm(x, scale2, shift2, self.eps)).float().mul(gamma2)
         return x
 
@@ -284,8 +284,8 @@ class Infinity(nn.Module):
         offsets = text.offsets()
         seq_groups = [(int(s), (row_seq == s).nonzero().squeeze(1)) for s in row_seq.unique()]
         for layer, block in enumerate(self.blocks()):
-            x = block(x, gss_rows, text.keys_values(layer, block.ca), offsets, seq_groups, rope_cos, rope_sin, cache,
-                      layer, start, attn_mask)
+            # the block projects the text itself: with block streaming its weights arrive only on call
+            x = block(x, gss_rows, text, offsets, seq_groups, rope_cos, rope_sin, cache, layer, start, attn_mask)
         return x
 
     def logits(self, hidden: torch.Tensor, sos_rows: torch.Tensor) -> torch.Tensor:
