@@ -1,4 +1,4 @@
-"""Command line: `python -m ttsvar_core {generate,make-tiny}`."""
+"""Command line: `python -m ttsvar_core {generate,make-tiny,demo,evaluate}`."""
 from __future__ import annotations
 
 import argparse
@@ -12,7 +12,11 @@ def main(argv=None) -> int:
     tiny.add_argument("out", help="output folder (gets infinity/, infinity_vae/, text_encoders/)")
     tiny.add_argument("--seed", type=int, default=0)
     from .cli import add_generate_parser
+    from .demo import add_demo_parser
+    from .evaluation import add_evaluate_parser
     add_generate_parser(sub)
+    add_demo_parser(sub)
+    add_evaluate_parser(sub)
     args = ap.parse_args(argv)
     if args.command == "make-tiny":
         from .tiny_models import write_tiny_models

@@ -46,7 +46,7 @@ def brightness_kind():
 
 def test_builtin_kinds():
     assert reward_kinds() == ["aesthetic", "clip", "hps", "imagereward"]
-    assert feature_extractor_kinds() == ["dinov2", "inception"]
+    assert feature_extractor_kinds() == ["clip-vision", "dinov2", "inception"]
 
 
 def test_registered_reward_loads_and_chunks(brightness_kind):
@@ -69,7 +69,7 @@ def test_duplicate_registration_needs_replace(brightness_kind):
 def test_unknown_kind_lists_available():
     with pytest.raises(ValueError, match="available: aesthetic, clip, hps, imagereward"):
         load_reward("pickscore", "x")
-    with pytest.raises(ValueError, match="available: dinov2, inception"):
+    with pytest.raises(ValueError, match="available: clip-vision, dinov2, inception"):
         load_feature_extractor("clip", "x")
 
 

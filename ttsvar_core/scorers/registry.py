@@ -11,6 +11,7 @@ import torch
 
 from .aesthetic import AestheticReward
 from .base import FeatureExtractor, Reward
+from .clip_features import ClipVisionExtractor
 from .clip_score import ClipScoreReward
 from .dinov2 import DinoV2Extractor
 from .hps import HPSv2Reward
@@ -53,6 +54,7 @@ REWARDS.register("clip", ClipScoreReward)
 REWARDS.register("aesthetic", AestheticReward)
 FEATURE_EXTRACTORS.register("dinov2", DinoV2Extractor)
 FEATURE_EXTRACTORS.register("inception", InceptionExtractor)
+FEATURE_EXTRACTORS.register("clip-vision", ClipVisionExtractor)
 
 
 def load_reward(kind: str, path, *, device="cpu", dtype=torch.float32, max_batch: int = 8, **extra) -> Reward:

@@ -1,0 +1,64 @@
+"""Training pieces of the ShapesWorld models: the straight-through quantiser is the VAE's own quantiser,
+teacher forcing feeds the inputs generation would build, hard negatives change one fact, runs resume."""
+
+import numpy as np
+import torch
+
+from ttsvar_core.evaluation import diversity, plan_runs, spread, token_passes, wilson, eval_items
+from ttsvar_core.sampling import Geometry, SamplingParams, generate
+from ttsvar_core.infinity import Infinity
+from ttsvar_core.shapesworld import test_prompts
+from ttsvar_core.shapesworld import train as T
+from ttsvar_core.vae import BSQVAE
+
+
+def test_straight_through_quantiser_equals_encode_bits():
+    torch.manual_seed(0)
+    vae = BSQVAE(T.VAE_CFG).eval()
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        h, _, z = vae.encode_bits(x, T.SCHEDULE)
+        z_ste, _ = T.quantise_ste(h, T.SCHEDULE)
+    torch.testing.assert_close(z_ste, z, atol=1e-5, rtol=0)
+
+
+def test_teacher_inputs_are_what_generation_feeds():
+    torch.manual_seed(0)
+    model = T.init_infinity(Infinity(T.MODEL_CFG), 0).eval()
+    model.head.weight.data.normal_(0, 0.02)
+    features, lens = torch.randn(5, T.MODEL_CFG.text_channels), [5]
+    out = generate(model, features, lens, T.SCHEDULE, SamplingParams(cfg=1.0, tau=1.0), record=True,
+                   generator=torch.Generator().manual_seed(0))
+    inputs, targets = T.teacher_inputs(out.bits, Geometry.build(model, T.SCHEDULE))
+    for mine, theirs in zip(inputs, out.next_inputs):
+        torch.testing.assert_close(mine, theirs)
+    assert targets.shape == (1, 521, 16)
+
+
+def test_hard_negatives_change_exactly_one_fact():
+    rng = np.random.default_rng(0)
+    for prompt in test_prompts()[::7]:
+        negative = T.hard_negative(prompt, rng)
+        assert negative.category == prompt.category and negative.key != prompt.key
+
+
+def test_vae_training_resumes(tmp_path):
+    T.train_vae(tmp_path, seed=0, steps=2, minutes=None, batch=2)
+    first = torch.load(tmp_path / "vae.ckpt", weights_only=False)
+    assert first["step"] == 2 and (tmp_path / T.VAE_FILE).is_file()
+    T.train_vae(tmp_path, seed=0, steps=3, minutes=None, batch=2)
+    assert torch.load(tmp_path / "vae.ckpt", weights_only=False)["step"] == 3
+
+
+def test_evaluation_helpers():
+    lo, hi = wilson(5, 10)
+    assert 0.23 < lo < 0.24 and 0.76 < hi < 0.77
+    assert diversity(torch.eye(3)) == 1.0 and np.isnan(diversity(torch.ones(1, 4)))
+    items = eval_items("test", None)
+    assert len(items) == 432 and len(spread(items, 10)) == 10
+    assert {i.prompt.category for i in spread(items, 12)} == {p.category for p in test_prompts()}
+    trace = {"scales": [{"scale": 0, "live": 4}, {"scale": 1, "live": 2}]}
+    assert token_passes(trace, [(1, 1), (2, 2)], guided=True) == 2 * (4 * 1 + 2 * 4)
+    assert plan_runs(("raw", "is", "bon", "tts-var"), (1, 2)) == [
+        ("raw", 1, ("raw",)), ("bon", 1, ("bon", "is")), ("tts-var", 1, ("tts-var",)),
+        ("bon", 2, ("bon", "is")), ("tts-var", 2, ("tts-var",))]

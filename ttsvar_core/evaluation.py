@@ -1,0 +1,398 @@
+"""`python -m ttsvar_core evaluate`: prompts x strategies x N x seeds on a ShapesWorld model, judged by the
+world's exact evaluator.
+
+    python -m ttsvar_core evaluate --prompts geneval --strategies raw,is,bon,tts-var --n 1,2,4,8 --seeds 1 \
+        --out DIR [--limit K] [--procs P]
+
+Reports per-category accuracy with Wilson 95% intervals, the GenEval-style overall mean (mean of the category
+accuracies; interval: normal approximation with each category's Wilson half-width as its error), the reward of the picked image, oracle accuracy (any final
+candidate correct), diversity of the final candidates (mean pairwise cosine distance of the reward model's
+image embeddings), and compute: transformer token-passes (one token through the network, guidance rows
+counted) and wall time. Writes results.json, results.md and accuracy_vs_n.png into --out.
+
+Prompts are grouped into fixed chunks (each one run_search call, seeded by chunk), and processes
+(torch.distributed: gloo on CPU, NCCL on GPUs) take whole chunks, so results do not depend on --procs.
+Every finished chunk is appended to a journal in --out: rerunning the same command resumes, and
+--summarize aggregates what an interrupted run finished.
+Importance sampling uses the candidates of the Best-of-N run of the same N and seed: both schedules sample
+the same candidates from the same streams and differ only in the final pick, which is redone here with the
+engine's own final-pick rule (resampling_weights / resample on the stream derive_seed(seed, "final", p)).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .cli import int_list
+
+STRATEGIES = ("raw", "is", "bon", "tts-var")
+Z95 = 1.959964
+
+
+@dataclass(frozen=True)
+class Item:
+    index: int
+    prompt: object        # shapesworld Prompt
+    seed: int
+
+
+def eval_items(which: str, limit: int | None) -> list[Item]:
+    """geneval: the 553 test items in GenEval's category mix; test: the 432 held-out prompts once each."""
+    from .shapesworld import test_items, test_prompts
+
+    if which == "geneval":
+        items = [Item(i, t.prompt, t.seed) for i, t in enumerate(test_items())]
+    elif which == "test":
+        items = [Item(i, p, i) for i, p in enumerate(test_prompts())]
+    else:
+        raise ValueError(f"unknown prompt set {which!r}; choose geneval or test")
+    if limit:
+        items = spread(items, limit)
+    return items
+
+
+def spread(items: list[Item], limit: int) -> list[Item]:
+    """`limit` items taken round-robin over the categories (each category's first ones), so a short run
+    still covers every category; returned in their original order."""
+    if limit >= len(items):
+        return items
+    by_category: dict[str, list[Item]] = {}
+    for item in items:
+        by_category.setdefault(item.prompt.category, []).append(item)
+    picked, k = [], 0
+    while len(picked) < limit:
+        for group in by_category.values():
+            if k < len(group) and len(picked) < limit:
+                picked.append(group[k])
+        k += 1
+    return sorted(picked, key=lambda item: item.index)
+
+
+def wilson(hits: int, n: int, z: float = Z95) -> tuple[float, float]:
+    if n == 0:
+        return float("nan"), float("nan")
+    p = hits / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+# ---- one chunk of prompts under one (strategy, N, seed) --------------------------------------------------
+def token_passes(trace: dict, schedule, guided: bool) -> int:
+    """Tokens pushed through the transformer: live candidates at every scale times its tokens."""
+    per_scale = [h * w for h, w in schedule]
+    return sum(s["live"] * per_scale[s["scale"]] for s in trace["scales"]) * (2 if guided else 1)
+
+
+def importance_picks(result, seed: int, lam: float) -> list[int]:
+    """The final pick of the "is" schedule on the candidates of a Best-of-N run (see the module docstring)."""
+    from .engine.selection import resample, resampling_weights
+    from .engine.streams import Stream, derive_seed
+
+    picks = []
+    for p in range(len(result.picks)):
+        idx = (result.prompt_of == p).nonzero().squeeze(1).tolist()
+        weights, _ = resampling_weights(result.scores[idx], lam)
+        picks.append(idx[resample(weights, 1, Stream(derive_seed(seed, "final", p)).generator("cpu"))[0]])
+    return picks
+
+
+def diversity(embeddings: torch.Tensor) -> float:
+    """Mean pairwise cosine distance; NaN for a single image."""
+    if embeddings.shape[0] < 2:
+        return float("nan")
+    e = torch.nn.functional.normalize(embeddings.float(), dim=-1)
+    sim = e @ e.T
+    n = e.shape[0]
+    return float((1 - sim)[~torch.eye(n, dtype=torch.bool)].mean())
+
+
+def item_records(shipped, chunk: list[Item], result, picks, strategy: str, n: int, seed: int, seconds: float,
+                 passes: int) -> list[dict]:
+    from .shapesworld import evaluate
+
+    records = []
+    for p, item in enumerate(chunk):
+        idx = (result.prompt_of == p).nonzero().squeeze(1).tolist()
+        finals = result.images[idx]
+        pick = result.images[picks[p]]
+        verdicts = [evaluate(im.numpy(), item.prompt).correct for im in finals]
+        score = result.scores[picks[p]]
+        reward = float(score) if not torch.isnan(score) else float(shipped.reward.score(pick[None], item.prompt.text)[0])
+        records.append(dict(item=item.index, category=item.prompt.category, prompt=item.prompt.text,
+                            strategy=strategy, n=n, seed=seed,
+                            correct=bool(evaluate(pick.numpy(), item.prompt).correct),
+                            oracle=bool(any(verdicts)), reward=reward,
+                            diversity=diversity(shipped.extractor.extract(finals).pooled),
+                            token_passes=passes / len(chunk), seconds=seconds / len(chunk)))
+    return records
+
+
+def run_chunk(shipped, chunk: list[Item], chunk_id: int, runs, seed: int) -> list[dict]:
+    """All requested (strategy, N) of one chunk; "is" reuses the Best-of-N run of its N."""
+    from .demo import run_strategy
+    from .engine import schedule_for
+    from .engine.streams import derive_seed
+
+    lam = schedule_for("is", 1, len(shipped.schedule)).lam  # the temperature the "is" schedule picks with
+
+    texts = [item.prompt.text for item in chunk]
+    run_seed = derive_seed(seed, "chunk", chunk_id, *[item.seed for item in chunk])
+    guided = shipped.params().guided(len(shipped.schedule))
+    records = []
+    for engine_strategy, n, wanted in runs:
+        result, seconds = run_strategy(shipped, texts, engine_strategy, n, run_seed)
+        passes = token_passes(result.trace, shipped.schedule, guided)
+        for strategy in wanted:
+            picks = importance_picks(result, run_seed, lam) if strategy == "is" else result.picks
+            records += item_records(shipped, chunk, result, picks, strategy, n, seed, seconds, passes)
+    return records
+
+
+def plan_runs(strategies, ns) -> list[tuple[str, int, tuple[str, ...]]]:
+    """(engine strategy, N, strategies reported from that run). Plain sampling runs at N = 1 only: its
+    result is the first candidate whatever N is."""
+    runs = []
+    if "raw" in strategies:
+        runs.append(("raw", 1, ("raw",)))
+    for n in ns:
+        shared = tuple(s for s in ("bon", "is") if s in strategies)
+        if shared:
+            runs.append(("bon", n, shared))
+        if "tts-var" in strategies:
+            runs.append(("tts-var", n, ("tts-var",)))
+    return runs
+
+
+# ---- aggregation and output ------------------------------------------------------------------------------
+def summarize(records: list[dict]) -> list[dict]:
+    from .shapesworld import CATEGORIES
+
+    rows = []
+    keys = sorted({(r["strategy"], r["n"]) for r in records}, key=lambda k: (STRATEGIES.index(k[0]), k[1]))
+    for strategy, n in keys:
+        group = [r for r in records if r["strategy"] == strategy and r["n"] == n]
+        cats, variance = {}, 0.0
+        for c in CATEGORIES:
+            hits = [r["correct"] for r in group if r["category"] == c]
+            if hits:
+                acc = float(np.mean(hits))
+                cats[c] = dict(acc=acc, n=len(hits), ci=wilson(int(sum(hits)), len(hits)))
+                # each category's Wilson half-width as its standard error: unlike p(1-p)/n it does not
+                # vanish when a category scores 0 or 1
+                variance += ((cats[c]["ci"][1] - cats[c]["ci"][0]) / (2 * Z95)) ** 2
+        overall = float(np.mean([v["acc"] for v in cats.values()]))
+        half = Z95 * math.sqrt(variance) / len(cats)
+        divs = [r["diversity"] for r in group if not math.isnan(r["diversity"])]
+        rows.append(dict(strategy=strategy, n=n, items=len(group), overall=overall,
+                         overall_ci=(max(0.0, overall - half), min(1.0, overall + half)), categories=cats,
+                         oracle=float(np.mean([r["oracle"] for r in group])),
+                         reward=float(np.mean([r["reward"] for r in group])),
+                         diversity=float(np.mean(divs)) if divs else float("nan"),
+                         token_passes=float(np.mean([r["token_passes"] for r in group])),
+                         seconds=float(np.mean([r["seconds"] for r in group]))))
+    return rows
+
+
+def markdown_table(rows: list[dict]) -> str:
+    from .shapesworld import CATEGORIES
+
+    head = ["strategy", "N", "overall [95% CI]", *CATEGORIES, "oracle", "reward", "diversity",
+            "token-passes/prompt", "s/prompt"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r["strategy"], str(r["n"]), f"{r['overall']:.3f} [{r['overall_ci'][0]:.3f}, {r['overall_ci'][1]:.3f}]"]
+        for c in CATEGORIES:
+            v = r["categories"].get(c)
+            cells.append(f"{v['acc']:.2f} [{v['ci'][0]:.2f}, {v['ci'][1]:.2f}]" if v else "–")
+        div = "–" if math.isnan(r["diversity"]) else f"{r['diversity']:.3f}"
+        cells += [f"{r['oracle']:.3f}", f"{r['reward']:.4f}", div, f"{r['token_passes']:.0f}", f"{r['seconds']:.3f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+PLOT_COLOURS = {"raw": (120, 120, 120), "is": (230, 150, 30), "bon": (40, 90, 220), "tts-var": (210, 40, 40)}
+
+
+def plot(rows: list[dict], path: Path) -> Path:
+    """Overall accuracy vs N (log2 axis) per strategy with 95% intervals, drawn with Pillow."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    width, height, left, right, top, bottom = 640, 420, 60, 120, 30, 50
+    ns = sorted({r["n"] for r in rows})
+    lo = max(0.0, min(r["overall_ci"][0] for r in rows) - 0.05)
+    hi = min(1.0, max(r["overall_ci"][1] for r in rows) + 0.05)
+    im = Image.new("RGB", (width, height), "white")
+    draw, font = ImageDraw.Draw(im), ImageFont.load_default()
+    span = max(math.log2(max(ns)), 1.0)
+    x_of = lambda n: left + (width - left - right) * math.log2(n) / span  # noqa: E731
+    y_of = lambda a: top + (height - top - bottom) * (hi - a) / (hi - lo)  # noqa: E731
+    draw.rectangle([left, top, width - right, height - bottom], outline="black")
+    for n in ns:
+        draw.text((x_of(n) - 4, height - bottom + 6), str(n), fill="black", font=font)
+    for k in range(6):
+        a = lo + (hi - lo) * k / 5
+        draw.text((8, y_of(a) - 6), f"{a:.2f}", fill="black", font=font)
+    draw.text((width // 2 - 60, height - 20), "N (log scale)", fill="black", font=font)
+    draw.text((left, 8), "GenEval-style overall accuracy (95% CI)", fill="black", font=font)
+    for k, strategy in enumerate(s for s in STRATEGIES if any(r["strategy"] == s for r in rows)):
+        colour = PLOT_COLOURS[strategy]
+        points = sorted((r["n"], r["overall"], r["overall_ci"]) for r in rows if r["strategy"] == strategy)
+        if strategy == "raw":  # plain sampling does not depend on N: a flat line
+            points = [(n, points[0][1], points[0][2]) for n in ns]
+        xy = [(x_of(n), y_of(a)) for n, a, _ in points]
+        if len(xy) > 1:
+            draw.line(xy, fill=colour, width=2)
+        for (n, a, (c0, c1)), (x, y) in zip(points, xy):
+            draw.line([(x, y_of(c0)), (x, y_of(c1))], fill=colour, width=1)
+            draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour)
+        draw.text((width - right + 10, top + 16 * k), strategy, fill=colour, font=font)
+    im.save(path)
+    return path
+
+
+def write_outputs(out: Path, config: dict, records: list[dict]) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    rows = summarize(records)
+    table = markdown_table(rows)
+    (out / "results.json").write_text(json.dumps(dict(config=config, summary=rows, records=records), indent=1))
+    (out / "results.md").write_text(f"Command: `{config['command']}`\n\n{table}")
+    plot(rows, out / "accuracy_vs_n.png")
+    return dict(rows=rows, table=table)
+
+
+# ---- processes -------------------------------------------------------------------------------------------
+def run_key(args) -> str:
+    """What a journal line must match to be reused: the prompt set, chunking, strategies, N and model."""
+    return json.dumps([args.prompts, args.limit, args.chunk, sorted(args.strategies), list(args.n),
+                       str(Path(args.assets).resolve())])
+
+
+def read_journal(out: Path, key: str) -> dict[tuple[int, int], list[dict]]:
+    """(chunk, seed) -> records of every finished chunk of this configuration, from all ranks' journals."""
+    done = {}
+    for path in sorted(out.glob("journal-rank*.jsonl")):
+        for line in path.read_text().splitlines():
+            entry = json.loads(line) if line.strip() else None
+            if entry and entry["key"] == key:
+                done[(entry["chunk"], entry["seed"])] = entry["records"]
+    return done
+
+
+def chunk_order(count: int) -> list[int]:
+    """A fixed shuffle of the chunks: an interrupted run has done a random subset of them, not the first
+    categories only (chunks follow the category order of the prompt set)."""
+    return np.random.default_rng(0).permutation(count).tolist()
+
+
+def work(rank: int, world: int, args) -> None:
+    """Runs this process's chunks (every world-th of chunk_order), appending each finished (chunk, seed)
+    to out/journal-rank{rank}.jsonl; chunks already in a journal are skipped, so a rerun resumes."""
+    from .demo import load_shipped
+
+    out, key = Path(args.out), run_key(args)
+    out.mkdir(parents=True, exist_ok=True)
+    done = read_journal(out, key)
+    device = f"cuda:{rank % torch.cuda.device_count()}" if torch.cuda.is_available() else "cpu"
+    shipped = load_shipped(args.assets, device=device)
+    items = eval_items(args.prompts, args.limit)
+    chunks = [items[i:i + args.chunk] for i in range(0, len(items), args.chunk)]
+    runs = plan_runs(args.strategies, args.n)
+    mine = chunk_order(len(chunks))[rank::world]
+    with open(out / f"journal-rank{rank}.jsonl", "a") as journal:
+        for count, chunk_id in enumerate(mine, 1):
+            for seed in range(args.seeds):
+                if (chunk_id, seed) in done:
+                    continue
+                records = run_chunk(shipped, chunks[chunk_id], chunk_id, runs, seed)
+                journal.write(json.dumps(dict(key=key, chunk=chunk_id, seed=seed, records=records)) + "\n")
+                journal.flush()
+            if args.verbose:
+                print(f"rank {rank}: chunk {count}/{len(mine)} done", flush=True)
+
+
+def distributed_worker(rank: int, world: int, args, init_method: str) -> None:
+    import torch.distributed as dist
+
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(rank % torch.cuda.device_count())
+    torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 1) // world))
+    dist.init_process_group(backend, init_method=init_method, rank=rank, world_size=world)
+    try:
+        work(rank, world, args)
+        dist.barrier()  # every rank's journal is complete
+        if rank == 0:
+            finish(args)
+    finally:
+        dist.destroy_process_group()
+
+
+def finish(args) -> None:
+    """Aggregates every finished chunk of this configuration found in the journals."""
+    done = read_journal(Path(args.out), run_key(args))
+    records = [r for part in done.values() for r in part]
+    records.sort(key=lambda r: (r["strategy"], r["n"], r["seed"], r["item"]))
+    total = -(-len(eval_items(args.prompts, args.limit)) // args.chunk) * args.seeds
+    config = dict(command=args.command_line, prompts=args.prompts, limit=args.limit, strategies=list(args.strategies),
+                  n=list(args.n), seeds=args.seeds, chunk=args.chunk, procs=args.procs, assets=str(args.assets),
+                  chunks_done=len(done), chunks_total=total)
+    written = write_outputs(Path(args.out), config, records)
+    print(written["table"])
+    print(f"{len(done)}/{total} chunks; wrote {Path(args.out) / 'results.md'}, results.json, accuracy_vs_n.png")
+
+
+def add_evaluate_parser(sub):
+    from .demo import ASSETS
+
+    p = sub.add_parser("evaluate", help="accuracy of plain / IS / Best-of-N / TTS-VAR on ShapesWorld test prompts")
+    p.add_argument("--prompts", choices=("geneval", "test"), default="geneval",
+                   help="geneval: 553 test items in GenEval's category mix; test: the 432 held-out prompts")
+    p.add_argument("--strategies", default="raw,is,bon,tts-var")
+    p.add_argument("--n", type=int_list, default=(1, 2, 4, 8), help="comma-separated N values")
+    p.add_argument("--seeds", type=int, default=1, help="seeds per prompt (0..S-1)")
+    p.add_argument("--limit", type=int, default=None, help="only this many prompts, spread over the set")
+    p.add_argument("--chunk", type=int, default=8, help="prompts per run_search call")
+    p.add_argument("--procs", type=int, default=1, help="processes (torch.distributed, gloo on CPU, NCCL on GPU)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads per process")
+    p.add_argument("--assets", default=str(ASSETS))
+    p.add_argument("--out", required=True)
+    p.add_argument("--verbose", action="store_true")
+    p.add_argument("--summarize", action="store_true",
+                   help="run nothing: aggregate the chunks finished so far (an interrupted run's journal)")
+    p.set_defaults(func=run_evaluate)
+    return p
+
+
+def run_evaluate(args) -> int:
+    import sys
+
+    args.strategies = tuple(s for s in args.strategies.split(",") if s)
+    unknown = set(args.strategies) - set(STRATEGIES)
+    if unknown:
+        raise SystemExit(f"unknown strategies {sorted(unknown)}; choose from {STRATEGIES}")
+    # the command that produces these results (--summarize only re-aggregates them)
+    words = [w for w in sys.argv[1:] if w != "--summarize"] if sys.argv[1:2] == ["evaluate"] else ["evaluate"]
+    args.command_line = "python -m ttsvar_core " + " ".join(words)
+    if args.summarize:
+        finish(args)
+    elif "RANK" in os.environ and "WORLD_SIZE" in os.environ:  # launched by torchrun
+        distributed_worker(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), args, "env://")
+    elif args.procs > 1:
+        import tempfile
+
+        import torch.multiprocessing as mp
+        with tempfile.TemporaryDirectory() as tmp:
+            mp.spawn(distributed_worker, args=(args.procs, args, f"file://{tmp}/rendezvous"), nprocs=args.procs)
+    else:
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        work(0, 1, args)
+        finish(args)
+    return 0
