@@ -310,15 +310,15 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if not args.golden and not args.manifest:
         ap.error("give a golden .safetensors file and/or --manifest FILE.json")
-    torch.set_grad_enabled(False)
     records: list[Record] = []
-    for path in args.manifest:
-        records += check_manifest(path)
-    for path in args.golden:
-        meta_path = args.json or path.with_suffix(".json")
-        if not meta_path.exists():
-            ap.error(f"{meta_path} not found: pass --json")
-        records += ParityChecker(path, json.loads(meta_path.read_text())).run()
+    with torch.no_grad():  # a scope, not the global switch: main() is also called from tests
+        for path in args.manifest:
+            records += check_manifest(path)
+        for path in args.golden:
+            meta_path = args.json or path.with_suffix(".json")
+            if not meta_path.exists():
+                ap.error(f"{meta_path} not found: pass --json")
+            records += ParityChecker(path, json.loads(meta_path.read_text())).run()
     return 0 if print_table(records) else 1
 
 
