@@ -55,16 +55,22 @@ def write_shards(state: dict[str, torch.Tensor], folder: Path, shards: int = 2, 
 
 def build_tokenizer(folder: Path, seed: int = 0):
     """A real unigram T5 tokenizer trained offline on a small word list, saved as tokenizer.json."""
+    rng = random.Random(seed)
+    sentences = [" ".join(rng.choice(_WORDS) for _ in range(rng.randint(3, 10))) for _ in range(4000)]
+    return unigram_t5_tokenizer(folder, sentences, vocab_size=96, max_length=512)
+
+
+def unigram_t5_tokenizer(folder: Path, sentences, vocab_size: int, max_length: int):
+    """Trains a unigram sentencepiece model on `sentences` and saves it as a T5 tokenizer.json: built with
+    the tokenizers library so loading it needs neither sentencepiece nor protobuf."""
     import io
 
     import sentencepiece as spm
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
     from transformers import T5TokenizerFast
 
-    rng = random.Random(seed)
-    sentences = [" ".join(rng.choice(_WORDS) for _ in range(rng.randint(3, 10))) for _ in range(4000)]
     buf = io.BytesIO()
-    spm.SentencePieceTrainer.train(sentence_iterator=iter(sentences), model_writer=buf, vocab_size=96,
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(sentences), model_writer=buf, vocab_size=vocab_size,
                                    model_type="unigram", pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
                                    character_coverage=1.0, hard_vocab_limit=False, minloglevel=2)
     sp = spm.SentencePieceProcessor(model_proto=buf.getvalue())
@@ -76,7 +82,7 @@ def build_tokenizer(folder: Path, seed: int = 0):
     tok.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A </s> $B </s>",
                                                        special_tokens=[("</s>", 1)])
     fast = T5TokenizerFast(tokenizer_object=tok, eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
-                           extra_ids=100, model_max_length=512, legacy=True)
+                           extra_ids=100, model_max_length=max_length, legacy=True)
     fast.save_pretrained(str(folder))
     return fast
 

@@ -168,28 +168,9 @@ def world_sentences(n: int = 4000, seed: int = 0) -> list[str]:
 def build_world_tokenizer(folder: Path, seed: int = 0):
     """A unigram T5 tokenizer (as tiny_models.build_tokenizer) trained on the world's training prompts, so
     that its words are whole pieces."""
-    import io
-
-    import sentencepiece as spm
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
-    from transformers import T5TokenizerFast
-
-    buf = io.BytesIO()
-    spm.SentencePieceTrainer.train(sentence_iterator=iter(world_sentences(4000, seed)), model_writer=buf,
-                                   vocab_size=120, model_type="unigram", pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
-                                   character_coverage=1.0, hard_vocab_limit=False, minloglevel=2)
-    sp = spm.SentencePieceProcessor(model_proto=buf.getvalue())
-    vocab = [(sp.id_to_piece(i), sp.get_score(i)) for i in range(sp.get_piece_size())]
-    tok = Tokenizer(models.Unigram(vocab, unk_id=2))
-    tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Replace(" {2,}", " ")])
-    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
-    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
-    tok.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A </s> $B </s>",
-                                                       special_tokens=[("</s>", 1)])
-    fast = T5TokenizerFast(tokenizer_object=tok, eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
-                           extra_ids=100, model_max_length=MODEL_CFG.text_maxlen, legacy=True)
-    fast.save_pretrained(str(folder))
-    return fast
+    from ..tiny_models import unigram_t5_tokenizer
+    return unigram_t5_tokenizer(folder, world_sentences(4000, seed), vocab_size=120,
+                                max_length=MODEL_CFG.text_maxlen)
 
 
 def build_t5(folder: Path, seed: int):
