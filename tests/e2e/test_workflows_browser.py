@@ -66,10 +66,13 @@ def run_and_wait_for_grids(comfy_page, comfy, ids):
     page = comfy_page.page
     page.evaluate(CLEAR_GRIDS_JS, ids)
     page.get_by_role("button", name="Run", exact=True).click()
-    page.wait_for_function(f"""() => {GRID_STATE_JS}({json.dumps(ids)})
-                                        .every((n) => n.stage && n.figures > 0 && n.loaded)""",
-                           timeout=RUN_TIMEOUT_MS)
+    all_drawn = f"""() => {GRID_STATE_JS}({json.dumps(ids)})
+                                .every((n) => n.stage && n.figures > 0 && n.loaded)"""
+    page.wait_for_function(all_drawn, timeout=RUN_TIMEOUT_MS)
     comfy.wait_until_idle(timeout=RUN_TIMEOUT_MS / 1000)
+    # the node's final "executed" message redraws its grid from the persisted ui output; wait for that
+    # redraw too, so the state read below is the settled one
+    page.wait_for_function(all_drawn, timeout=RUN_TIMEOUT_MS)
     return page.evaluate(GRID_STATE_JS, ids)
 
 
