@@ -51,6 +51,10 @@ def add_generate_parser(sub):
     p.add_argument("--selection-side", type=int, default=None,
                    help="decode candidates at most this many pixels wide for clustering/resampling "
                         "(default 448; 0: full size, as the reference)")
+    p.add_argument("--selection-resolution", choices=("fixed", "scale"), default="fixed",
+                   help="fixed: selections decode at --selection-side; scale: a selection after scale k decodes at "
+                        "scale k's token grid (one latent cell per token, at most --selection-side): much cheaper "
+                        "early selections")
     p.add_argument("--reward", default="imagereward", help="reward kind (imagereward, hps, clip, aesthetic)")
     p.add_argument("--reward-file", default=None, help="reward weights file or folder")
     p.add_argument("--reward-extra", default=None, help="second file a reward needs (aesthetic: SigLIP folder)")
@@ -73,10 +77,11 @@ def build_batch_schedule(args, num_scales: int):
     if args.batch_sizes:
         overrides["base_sizes"] = args.batch_sizes
     batch = schedule_for(args.strategy, args.n, num_scales, **overrides)
+    from dataclasses import replace
+    batch = replace(batch, selection_resolution=args.selection_resolution)
     if args.selection_side is not None:
-        from dataclasses import replace
-        batch = replace(batch, selection_side=args.selection_side or None).validate(num_scales)
-    return batch
+        batch = replace(batch, selection_side=args.selection_side or None)
+    return batch.validate(num_scales)
 
 
 def load_scorers(args, batch, device):

@@ -55,3 +55,38 @@ def test_missing_models_are_reported(tiny, prompts):
     with pytest.raises(ValueError, match="feature extractor"):
         run(tiny, prompts, BatchSchedule(base_sizes=(4, 2, 2, 2, 2), cluster_scales=(1,), resample_scales=()),
             reward=object())
+
+
+@pytest.mark.parametrize("resolution,side,expected", [
+    ("scale", None, [(2, 2), (4, 4), (5, 5)]),      # each selection at its own scale's token grid
+    ("scale", 48, [(2, 2), (3, 3), (3, 3)]),        # ... never above selection_side
+    ("fixed", 48, [(3, 3), (3, 3), (3, 3)]),        # every selection at selection_side
+    ("fixed", None, [(5, 5), (5, 5), (5, 5)]),      # full size, as the reference
+])
+def test_selections_decode_at_the_configured_resolution(tiny, prompts, reward, extractor, resolution, side,
+                                                         expected):
+    model, vae = tiny
+    feats, lens = prompts
+    decoded, per_event = [], {}
+
+    def callback(event, state, record):
+        if event != "step":
+            per_event.setdefault(event, []).append(set(decoded))
+        decoded.clear()
+
+    hook = vae.decoder.register_forward_pre_hook(lambda module, args: decoded.append(tuple(args[0].shape[-2:])))
+    try:
+        batch = BatchSchedule(base_sizes=(4, 3, 3, 2, 1), cluster_scales=(1,), resample_scales=(3, 4),
+                              selection_side=side, selection_resolution=resolution)
+        result = run_search(model, vae, feats, lens, ["p0", "p1"], SCHEDULE, SamplingParams(), batch, seed=3,
+                            reward=reward, extractor=extractor, callback=callback)
+    finally:
+        hook.remove()
+    selections = per_event["cluster"] + per_event["resample"]
+    assert selections == [{size} for size in expected]
+    assert per_event["final"] == [{(5, 5)}] and result.images.shape == (2, 80, 80, 3)  # the output: full size
+
+
+def test_unknown_selection_resolution_is_rejected():
+    with pytest.raises(ValueError, match="selection_resolution"):
+        BatchSchedule(selection_resolution="half").validate(13)

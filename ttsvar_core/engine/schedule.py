@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 
 POTENTIALS = ("value", "diff", "max", "sum")
 FEATURE_MODES = ("pca", "pool", "global")
+SELECTION_RESOLUTIONS = ("fixed", "scale")
 
 PAPER_BASE_SIZES = (8, 8, 6, 6, 6, 4, 2, 2, 2, 1, 1, 1, 1)
 
@@ -28,6 +29,10 @@ class BatchSchedule:
     # image side (px) at which candidates are decoded for clustering and resampling; reward and feature
     # models look at 224 px, so 448 keeps detail for them at a fifth of a 1024 px decode. None: full size.
     selection_side: int | None = 448
+    # "fixed": every selection decodes at selection_side. "scale": a selection after scale k decodes the sums
+    # at scale k's own token grid (one latent cell per token, at most selection_side): the sums hold no finer
+    # detail than that grid yet, and early selections then cost a small fraction of a full decode.
+    selection_resolution: str = "fixed"
 
     @property
     def sizes(self) -> tuple[int, ...]:
@@ -69,6 +74,9 @@ class BatchSchedule:
             raise ValueError(f"unknown feature mode {self.feature_mode!r}; choose one of {FEATURE_MODES}")
         if self.selection_side is not None and self.selection_side < 16:
             raise ValueError(f"selection_side must be at least 16 px (or None for full size), got {self.selection_side}")
+        if self.selection_resolution not in SELECTION_RESOLUTIONS:
+            raise ValueError(f"unknown selection_resolution {self.selection_resolution!r}; choose one of "
+                             f"{SELECTION_RESOLUTIONS}")
         if self.final not in ("best", "sample", "none"):
             raise ValueError("final must be 'best', 'sample' or 'none'")
         live = sizes[0]

@@ -46,12 +46,21 @@ def needs(schedule: BatchSchedule) -> tuple[bool, bool]:
     return reward, clusters
 
 
-def selection_chunk(batch: BatchSchedule, prompts: int, final_chunk: int, full_side: int) -> int:
+def selection_side(batch: BatchSchedule, si: int, image_schedule, pixels_per_token: int) -> int | None:
+    """Image side (px) at which a selection after scale `si` decodes its candidates (None: full size)."""
+    if batch.selection_resolution == "scale":
+        side = max(image_schedule[si]) * pixels_per_token
+        return side if batch.selection_side is None else min(side, batch.selection_side)
+    return batch.selection_side
+
+
+def selection_chunk(batch: BatchSchedule, prompts: int, final_chunk: int, full_side: int,
+                    side: int | None) -> int:
     """How many candidates a selection decodes at once: no more decoder memory than the final decode of
     the same run needs (its min(final candidates, chunk) full-size images), scaled by the pixel area
     saved by decoding selections smaller."""
     final = min(batch.sizes[-1] * prompts, final_chunk)
-    side = min(batch.selection_side or full_side, full_side)
+    side = min(side or full_side, full_side)
     return max(1, int(final * (full_side / side) ** 2))
 
 
@@ -85,8 +94,13 @@ def run_search(model, vae, text_features, lens, prompts: list[str], image_schedu
     room = lambda si: next((e + 1 for e in events if e > si), len(image_schedule))  # noqa: E731
     state = SearchState.start(model, text_features, lens, image_schedule, params, batch.sizes[0], seed=seed,
                               negative=negative, shared_generator=shared_generator, capacity_scales=room(-1))
-    chunk = selection_chunk(batch, len(lens), decode_chunk, full_side=max(image_schedule[-1]) * vae.cfg.patch_size
-                            * (2 if model.cfg.apply_spatial_patchify else 1))
+    per_token = vae.cfg.patch_size * (2 if model.cfg.apply_spatial_patchify else 1)
+
+    def decoding(si):  # side and chunk of a selection's decode
+        side = selection_side(batch, si, image_schedule, per_token)
+        return {"decode_side": side, "decode_chunk": selection_chunk(batch, len(lens), decode_chunk,
+                                                                     max(image_schedule[-1]) * per_token, side)}
+
     trace = {"seed": seed, "sizes": list(batch.sizes), "scales": [], "events": []}
     for si in range(len(image_schedule)):
         state = state.step()
@@ -97,13 +111,11 @@ def run_search(model, vae, text_features, lens, prompts: list[str], image_schedu
         if event == "cluster" and per_prompt < state.num_candidates // state.num_prompts:
             with idle(vae, extractor):
                 state, record = cluster_step(state, vae, extractor, per_prompt, batch.feature_mode,
-                                             capacity_scales=room(si), decode_side=batch.selection_side,
-                                             decode_chunk=chunk, release_input=True)
+                                             capacity_scales=room(si), release_input=True, **decoding(si))
         elif event == "resample":
             with idle(vae, reward):
                 state, record = resample_step(state, vae, reward, prompts, per_prompt, batch.potential, batch.lam,
-                                              capacity_scales=room(si), decode_side=batch.selection_side,
-                                              decode_chunk=chunk, release_input=True)
+                                              capacity_scales=room(si), release_input=True, **decoding(si))
         else:
             continue
         trace["events"].append(record)
