@@ -81,7 +81,7 @@ class Run:
         self.start = time.time()
 
     def load(self) -> dict | None:
-        return torch.load(self.path, weights_only=False) if self.path.exists() else None
+        return torch.load(self.path, weights_only=True) if self.path.exists() else None
 
     def save(self, state: dict) -> None:
         tmp = self.path.with_suffix(".tmp")
@@ -173,13 +173,13 @@ def build_world_tokenizer(folder: Path, seed: int = 0):
                                 max_length=MODEL_CFG.text_maxlen)
 
 
-def build_t5(folder: Path, seed: int):
+def build_t5(folder: Path, seed: int, width: int = MODEL_CFG.text_channels):
     from transformers import T5Config, T5EncoderModel
     folder.mkdir(parents=True, exist_ok=True)
     tok = build_world_tokenizer(folder, seed)
     torch.manual_seed(seed)
-    config = T5Config(vocab_size=len(tok), d_model=MODEL_CFG.text_channels, d_kv=32, d_ff=256, num_layers=2,
-                      num_heads=4, feed_forward_proj="gated-gelu", is_encoder_decoder=False)
+    config = T5Config(vocab_size=len(tok), d_model=width, d_kv=32, d_ff=2 * width, num_layers=2,
+                      num_heads=width // 32, feed_forward_proj="gated-gelu", is_encoder_decoder=False)
     return tok, T5EncoderModel(config)
 
 
@@ -187,7 +187,9 @@ def encode_text(t5, tok, prompts: list[str]) -> tuple[torch.Tensor, list[int]]:
     """What TextEncoder.encode computes (compact rows of each prompt), with gradients."""
     batch = tok(prompts, max_length=MODEL_CFG.text_maxlen, padding="longest", truncation=True,
                 return_tensors="pt")
-    hidden = t5(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
+    device = next(t5.parameters()).device
+    hidden = t5(input_ids=batch.input_ids.to(device),
+                attention_mask=batch.attention_mask.to(device)).last_hidden_state
     lens = batch.attention_mask.sum(1).tolist()
     return torch.cat([hidden[i, :n] for i, n in enumerate(lens)], 0), lens
 
@@ -249,16 +251,35 @@ def scale_losses(model, t5, tok, pairs, bits, geometry: Geometry, scales: int, d
     return losses, (logits.argmax(-1) == targets).float().mean().item()
 
 
+def model_config(width: int = MODEL_CFG.embed_dim, depth: int = MODEL_CFG.depth) -> InfinityConfig:
+    """The shipped transformer shape, or a wider/deeper one (heads of 32 channels; T5 follows the width)."""
+    return replace(MODEL_CFG, embed_dim=width, depth=depth, num_heads=width // 32, text_channels=width,
+                   block_chunks=2 if depth % 2 == 0 else 1)
+
+
+def fitted_steps(steps: int, step: int, elapsed: float, seconds_per_step: float, budget_s: float) -> int:
+    """Total steps that fit a wall-time budget at the measured rate (never more than `steps`)."""
+    return max(step, min(steps, step + int((budget_s - elapsed) / seconds_per_step)))
+
+
 def train_transformer(out: Path, seed: int, steps: int, minutes: float | None, batch: int = 24,
-                      full: int = 6, coarse_scales: int = 5, lr: float = 8e-4, until: int | None = None) -> Path:
+                      full: int = 6, coarse_scales: int = 5, lr: float = 8e-4, until: int | None = None,
+                      device: str = "cpu", width: int = MODEL_CFG.embed_dim, depth: int = MODEL_CFG.depth,
+                      fit_minutes: float | None = None) -> Path:
     """Each step trains all `batch` samples on the coarse scales (1..8 tokens per side: layout, colours,
     counts) and the first `full` of them on the whole schedule; the last two scales hold 77% of the tokens
-    but only refine edges, so this halves the cost of a step without starving any scale."""
+    but only refine edges, so this halves the cost of a step without starving any scale.
+
+    fit_minutes: shorten the cosine schedule, once, so that the run ends within this wall time (measured
+    during warm-up, before the schedule's length matters); the fitted length is kept in the checkpoint."""
     run = Run(out, "transformer", minutes, until)
-    vae = load_vae(out / VAE_FILE)
-    tok, t5 = build_t5(out / T5_DIR, seed)
+    cfg = model_config(width, depth)
+    vae = load_vae(out / VAE_FILE, device=device)
+    tok, t5 = build_t5(out / T5_DIR, seed, cfg.text_channels)
     torch.manual_seed(seed)
-    model = init_infinity(Infinity(MODEL_CFG), seed)
+    model = init_infinity(Infinity(cfg), seed)
+    model.to(device)
+    t5.to(device)
     params = list(model.parameters()) + list(t5.parameters())
     opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.97), weight_decay=0.01)
     ckpt, step = run.load(), 0
@@ -266,45 +287,59 @@ def train_transformer(out: Path, seed: int, steps: int, minutes: float | None, b
         model.load_state_dict(ckpt["model"])
         t5.load_state_dict(ckpt["t5"])
         opt.load_state_dict(ckpt["opt"])
-        step = ckpt["step"]
+        step, steps = ckpt["step"], ckpt.get("steps", steps)
+        fit_minutes = None
     geometry = Geometry.build(model, SCHEDULE)
-    weights = scale_weights(geometry)
+    weights = scale_weights(geometry).to(device)
     model.train()
     t5.train()
+    started, warmup = time.time(), 100
+
+    def save():
+        state = {"model": model.state_dict(), "t5": t5.state_dict(), "opt": opt.state_dict(), "step": step,
+                 "steps": steps}
+        run.save(state)
+        export_transformer(model, t5, out, cfg)
+
     while step < steps and not run.should_stop(step):
+        if fit_minutes and step == 10:
+            rate_from = time.time()  # the first steps carry one-off start-up costs
+        if fit_minutes and step == warmup // 2:
+            now = time.time()
+            steps = fitted_steps(steps, step, now - started, (now - rate_from) / (step - 10), 60 * fit_minutes)
+            print(f"[transformer] fitted to {steps} steps", flush=True)
         for group in opt.param_groups:
-            group["lr"] = cosine_lr(step, steps, lr, 100)
+            group["lr"] = cosine_lr(step, steps, lr, warmup)
         data_seed = step_seed(seed, 3, step)
         pairs = sample_training_pairs(batch, data_seed)
         with torch.no_grad():
-            _, bits, _ = vae.encode_bits(images_to_tensor(im for _, im in pairs), SCHEDULE)
+            _, bits, _ = vae.encode_bits(images_to_tensor(im for _, im in pairs).to(device), SCHEDULE)
         drop = torch.rand(batch, generator=torch.Generator().manual_seed(data_seed)) < CFG_DROPOUT
         whole, acc = scale_losses(model, t5, tok, pairs[:full], [b[:full] for b in bits], geometry,
                                   geometry.num_scales, drop[:full])
-        coarse, _ = scale_losses(model, t5, tok, pairs[full:], [b[full:] for b in bits], geometry,
-                                 coarse_scales, drop[full:])
-        share = full / batch  # coarse scales: the mean over all samples of the batch
-        mixed = torch.cat([share * whole[:coarse_scales] + (1 - share) * coarse, whole[coarse_scales:]])
-        loss = (mixed * weights).sum()
+        if full < batch:
+            coarse, _ = scale_losses(model, t5, tok, pairs[full:], [b[full:] for b in bits], geometry,
+                                     coarse_scales, drop[full:])
+            share = full / batch  # coarse scales: the mean over all samples of the batch
+            whole = torch.cat([share * whole[:coarse_scales] + (1 - share) * coarse, whole[coarse_scales:]])
+        loss = (whole * weights).sum()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         step += 1
-        if step % 10 == 0:
+        if step % 50 == 0:
             run.log(step, steps, loss=loss.item(), bit_acc=acc, last_scale=whole[-1].item(),
-                    first_scales=coarse[:3].mean().item(), lr=opt.param_groups[0]["lr"])
+                    first_scales=whole[:3].mean().item(), lr=opt.param_groups[0]["lr"])
         if step % SAVE_EVERY == 0 or step == steps:
-            run.save({"model": model.state_dict(), "t5": t5.state_dict(), "opt": opt.state_dict(), "step": step})
-            export_transformer(model, t5, out)
-    run.save({"model": model.state_dict(), "t5": t5.state_dict(), "opt": opt.state_dict(), "step": step})
-    export_transformer(model, t5, out)
+            save()
+    save()
     return out / MODEL_FILE
 
 
-def export_transformer(model: Infinity, t5, out: Path) -> None:
-    state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, out / MODEL_FILE, metadata=config_metadata(MODEL_CFG))
+def export_transformer(model: Infinity, t5, out: Path, cfg: InfinityConfig = MODEL_CFG) -> None:
+    state = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, out / MODEL_FILE, metadata=config_metadata(cfg))
     t5.save_pretrained(str(out / T5_DIR))
 
 
@@ -522,22 +557,22 @@ def reward_report(out: Path, items: int = 400, seed: int = 123) -> dict:
 SWEEP_CFG, SWEEP_TAU = (1.0, 3.0, 5.0, 8.0), (0.25, 0.5, 1.0)
 
 
-def choose_sampling(out: Path, prompts: int = 48, seed: int = 7) -> dict:
+def choose_sampling(out: Path, prompts: int = 48, seed: int = 7, device: str = "cpu",
+                    grid=None) -> dict:
     """Plain-sampling accuracy of each (cfg, tau) on training-split prompts (never the test split); writes
     the best to sampling.json, which the demo and evaluate read."""
     from ..demo import SAMPLING_FILE, load_shipped, run_strategy
     from .evaluate import aggregate, evaluate
 
-    shipped = load_shipped(out)
+    shipped = load_shipped(out, device=device)
     chosen = sample_prompts(prompts, seed)
     texts = [p.text for p in chosen]
     results = {}
-    for cfg in SWEEP_CFG:
-        for tau in SWEEP_TAU:
-            result, _ = run_strategy(shipped, texts, "raw", 1, seed, shipped.params(cfg=cfg, tau=tau))
-            summary = aggregate([evaluate(im.numpy(), p) for im, p in zip(result.images, chosen)])
-            results[f"cfg={cfg} tau={tau}"] = summary["overall"]
-            print(f"cfg {cfg} tau {tau}: overall {summary['overall']:.3f}", flush=True)
+    for cfg, tau in grid or [(c, t) for c in SWEEP_CFG for t in SWEEP_TAU]:
+        result, _ = run_strategy(shipped, texts, "raw", 1, seed, shipped.params(cfg=cfg, tau=tau))
+        summary = aggregate([evaluate(im.numpy(), p) for im, p in zip(result.images.cpu(), chosen)])
+        results[f"cfg={cfg} tau={tau}"] = summary["overall"]
+        print(f"cfg {cfg} tau {tau}: overall {summary['overall']:.3f}", flush=True)
     best = max(results, key=results.get)
     cfg, tau = (float(part.split("=")[1]) for part in best.split())
     # selections happen at scales of at most 8x8 tokens, whose sums hold no detail a 32 px decode
@@ -574,6 +609,11 @@ def main(argv=None) -> int:
     ap.add_argument("--until", type=int, default=None,
                     help="stop (resumably) at this step; the learning-rate schedule still spans --steps")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="transformer stage: torch device to train on")
+    ap.add_argument("--fit-minutes", type=float, default=None,
+                    help="transformer stage: shorten the schedule so that the run ends within this time")
+    ap.add_argument("--hparams", default=None,
+                    help="transformer stage: JSON of overrides, e.g. '{\"lr\": 2e-3, \"batch\": 48, \"width\": 192}'")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -585,7 +625,10 @@ def main(argv=None) -> int:
     for stage in stages:
         steps = args.steps or DEFAULT_STEPS[stage]
         print(f"== {stage}: {steps} steps, seed {args.seed}", flush=True)
-        print(f"wrote {STAGES[stage](out, args.seed, steps, args.minutes, until=args.until)}", flush=True)
+        extra = {}
+        if stage == "transformer":
+            extra = {"device": args.device, "fit_minutes": args.fit_minutes, **json.loads(args.hparams or "{}")}
+        print(f"wrote {STAGES[stage](out, args.seed, steps, args.minutes, until=args.until, **extra)}", flush=True)
     return 0
 
 
