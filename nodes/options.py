@@ -30,6 +30,12 @@ PICK_MODES = {"best": "best", "sample by reward": "sample", "first": "none"}
 POTENTIAL_CHOICES = POTENTIALS
 FEATURE_MODE_CHOICES = FEATURE_MODES
 DTYPE_CHOICES = ("auto", "bf16", "fp16", "fp32")
+# How selections decode candidates for the reward and feature models -> BatchSchedule fields.
+SELECTION_DECODES = {
+    "448 px": {"selection_side": 448, "selection_resolution": "fixed"},
+    "scale grid (fast)": {"selection_side": 448, "selection_resolution": "scale"},
+    "full size (reference)": {"selection_side": None, "selection_resolution": "fixed"},
+}
 SCALES_TOOLTIP = ("Optional. Token grids of a custom image schedule, coarse to fine, e.g. 1x1,2x2,4x4,8x8 "
                   "(height x width; a single number is a square). Each token is 16x16 pixels. Leave empty to "
                   "use the aspect ratio and pixel budget.")
@@ -76,14 +82,17 @@ def num_scales(pixel_budget: str, custom: tuple | None) -> int:
 
 def build_batch_schedule(preset_label: str, n: int, scales: int, batch_sizes: str = "", cluster_scales: str = "",
                          resample_scales: str = "", potential: str = "value", lam: float = 10.0,
-                         feature_mode: str = "pca") -> BatchSchedule:
+                         feature_mode: str = "pca", selection_decode: str = "448 px") -> BatchSchedule:
     """A preset for `scales` scales with the user's edits. Empty text keeps the preset's value; 'none'
     removes every clustering (or resampling) scale. Scale numbers count from 0, the 1x1 scale, as in the
     paper."""
     if preset_label not in SCHEDULE_PRESETS:
         raise ValueError(f"unknown schedule preset {preset_label!r}; choose one of {list(SCHEDULE_PRESETS)}")
+    if selection_decode not in SELECTION_DECODES:
+        raise ValueError(f"unknown selection decode {selection_decode!r}; choose one of {list(SELECTION_DECODES)}")
     schedule = preset(SCHEDULE_PRESETS[preset_label], n=n, num_scales=scales)
-    edits: dict = {"potential": potential, "lam": float(lam), "feature_mode": feature_mode}
+    edits: dict = {"potential": potential, "lam": float(lam), "feature_mode": feature_mode,
+                   **SELECTION_DECODES[selection_decode]}
     if batch_sizes.strip():
         sizes = parse_ints(batch_sizes, "batch sizes")
         if len(sizes) != scales:

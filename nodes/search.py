@@ -10,12 +10,13 @@ from dataclasses import replace
 import torch
 
 from ..ttsvar_core.engine import BatchSchedule, SearchState, cluster_step, final_pick, resample_step, run_search
-from ..ttsvar_core.engine.strategies import needs
+from ..ttsvar_core.engine.strategies import needs, selection_side
 from ..ttsvar_core.sampling import SamplingParams
 from . import comfy_glue as glue
 from . import previews
 from .options import (ASPECT_RATIOS, FEATURE_MODE_CHOICES, PICK_MODES, PIXEL_BUDGET_CHOICES, POTENTIAL_CHOICES,
-                      SCALES_TOOLTIP, SCHEDULE_PRESETS, build_batch_schedule, num_scales, parse_scales)
+                      SCALES_TOOLTIP, SCHEDULE_PRESETS, SELECTION_DECODES, build_batch_schedule, num_scales,
+                      parse_scales)
 from .types import (CONDITIONING, FEATURES, IMAGE, MODEL, REWARD, SCHEDULE, STATE, Candidates, Conditioning,
                     SearchSchedule)
 
@@ -306,6 +307,11 @@ class TTSVARBatchSchedule:
             "feature_mode": (FEATURE_MODE_CHOICES, {"default": "pca"}),
         }, "optional": {
             "custom_scales": ("STRING", {"default": "", "tooltip": SCALES_TOOLTIP}),
+            "selection_decode": (list(SELECTION_DECODES), {"default": "448 px", "tooltip": "size at which "
+                                 "selections decode candidates for the reward and feature models. 448 px: "
+                                 "enough for their 224 px input; scale grid: a selection after scale k decodes "
+                                 "at scale k's token grid (at most 448 px), several times faster at early "
+                                 "scales; full size: as the paper's code"}),
         }}
 
     @classmethod
@@ -321,10 +327,10 @@ class TTSVARBatchSchedule:
         return True
 
     def build(self, preset, n, pixel_budget, batch_sizes, cluster_scales, resample_scales, potential, lam,
-              feature_mode, custom_scales=""):
+              feature_mode, custom_scales="", selection_decode="448 px"):
         custom = parse_scales(custom_scales)
         batch = build_batch_schedule(preset, n, num_scales(pixel_budget, custom), batch_sizes, cluster_scales,
-                                     resample_scales, potential, lam, feature_mode)
+                                     resample_scales, potential, lam, feature_mode, selection_decode)
         return (SearchSchedule(batch, preset, pixel_budget, custom),)
 
 
@@ -360,7 +366,10 @@ class TTSVARSampler:
         scales = image_schedule(model, aspect_ratio, schedule.pixel_budget, schedule.custom_scales)
         params = SamplingParams(cfg=cfg, tau=tau, top_k=top_k, top_p=top_p)
         prompts = list(conditioning.prompts)
-        events = SamplerEvents(model.vae, prompts, len(scales), schedule.batch.selection_side)
+        per_token = model.vae.cfg.patch_size * (2 if model.model.cfg.apply_spatial_patchify else 1)
+        # previews show the images the selections decoded (the same size, so no second decode)
+        events = SamplerEvents(model.vae, prompts, len(scales),
+                               lambda si: selection_side(schedule.batch, si, scales, per_token))
         glue.check_interrupt()
         with glue.scorer_on_device(reward), glue.scorer_on_device(features):
             result = run_search(model.model, model.vae, conditioning.features, list(conditioning.lens), prompts,
@@ -375,8 +384,8 @@ class SamplerEvents:
     resampling and the final pick (the grid of a selection shows the candidates it chose from, which are
     the ones the preceding step produced)."""
 
-    def __init__(self, vae, prompts, scales: int, selection_side: int | None):
-        self.vae, self.prompts, self.side = vae, prompts, selection_side
+    def __init__(self, vae, prompts, scales: int, side_at):
+        self.vae, self.prompts, self.side_at = vae, prompts, side_at
         self.progress = glue.ScaleProgress(0, scales)
         self.stepped = None
         self.ui = {}
@@ -387,7 +396,8 @@ class SamplerEvents:
             self.stepped = state
         elif event in ("cluster", "resample"):
             self.ui = glue.send_candidates(previews.selection_grid(event, self.stepped, self.vae, self.prompts,
-                                                                   record, self.side, glue.save_thumbnail))
+                                                                   record, self.side_at(self.stepped.scale - 1),
+                                                                   glue.save_thumbnail))
         elif event == "final":
             self.ui = glue.send_candidates(previews.final_grid(state, self.vae, self.prompts, record,
                                                                glue.save_thumbnail))

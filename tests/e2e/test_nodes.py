@@ -26,7 +26,8 @@ NODES = {
     "TTSVAR_Start": (["model", "conditioning", "aspect_ratio", "pixel_budget", "seed", "cfg", "tau", "top_k",
                       "top_p", "candidates"], ["custom_scales"], ["TTSVAR_STATE"]),
     "TTSVAR_BatchSchedule": (["preset", "n", "pixel_budget", "batch_sizes", "cluster_scales", "resample_scales",
-                              "potential", "lam", "feature_mode"], ["custom_scales"], ["TTSVAR_SCHEDULE"]),
+                              "potential", "lam", "feature_mode"], ["custom_scales", "selection_decode"],
+                             ["TTSVAR_SCHEDULE"]),
     "TTSVAR_Step": (["candidates", "to_scale"], [], ["TTSVAR_STATE"]),
     "TTSVAR_Cluster": (["candidates", "features", "keep", "feature_mode"], [], ["TTSVAR_STATE"]),
     "TTSVAR_Resample": (["candidates", "reward", "keep", "potential", "lam"], [], ["TTSVAR_STATE"]),
@@ -400,5 +401,22 @@ def test_sampler_follows_the_schedule(comfy, tiny_models):
     assert stages == [("cluster", 1), ("cluster", 2), ("resample", 3), ("resample", 4), ("final", 4)]
     assert len(grids(run, "x")[-1]["candidates"]) == 2
     assert [c["status"] for c in grids(run, "x")[-1]["candidates"]].count("picked") == 1
+    (chosen,) = images_of(comfy, run, "o")
+    assert chosen.size == (64, 64)
+
+
+@pytest.mark.parametrize("decode,sides", [("448 px", [64, 64, 64, 64]), ("scale grid (fast)", [32, 48, 64, 64])])
+def test_sampler_selections_decode_at_the_chosen_size(comfy, tiny_models, decode, sides):
+    """The selection grids show the images the selections scored: at the scale's own token grid (16 px per
+    token) with 'scale grid', at the full 64 px otherwise; the output image is full size either way."""
+    run = comfy.run_prompt(sampler_graph(next(_seeds), scales=TINY_5, selection_decode=decode), timeout=300)
+    assert run.succeeded, run.error
+    selections = [g for g in grids(run, "x") if g["stage"] != "final"]
+    seen = []
+    for grid in selections:
+        image = grid["candidates"][0]["image"]
+        png = comfy.view(image["filename"], subfolder=image["subfolder"], folder_type=image["type"])
+        seen.append(Image.open(io.BytesIO(png)).size[0])
+    assert seen == sides
     (chosen,) = images_of(comfy, run, "o")
     assert chosen.size == (64, 64)

@@ -56,10 +56,10 @@ def _sampler_widgets():
             "top_k": 900, "top_p": 0.97}
 
 
-def _schedule_widgets(preset, n=1, custom_scales=""):
+def _schedule_widgets(preset, n=1, custom_scales="", selection_decode="448 px"):
     return {"preset": preset, "n": n, "pixel_budget": "1M", "batch_sizes": "", "cluster_scales": "",
             "resample_scales": "", "potential": "value", "lam": 10.0, "feature_mode": "pca",
-            "custom_scales": custom_scales}
+            "custom_scales": custom_scales, "selection_decode": selection_decode}
 
 
 def node_by_node_2b():
