@@ -60,6 +60,18 @@ def selection_options(state: SearchState) -> dict:
     return {"decode_side": SELECTION_SIDE, "capacity_scales": state.scale}
 
 
+def run_selection(stage: str, candidates: Candidates, scorer, selection) -> dict:
+    """A Cluster or Resample node's work: `selection(state, vae)` with the scorer on the device, then the
+    candidate grid of what it chose from (the decode it scored, reused)."""
+    check_started(candidates, {"cluster": "clustering", "resample": "resampling"}[stage])
+    glue.check_interrupt()
+    with glue.scorer_on_device(scorer):
+        state, record = selection(candidates.state, candidates.vae)
+    grid = previews.selection_grid(stage, candidates.state, candidates.vae, candidates.prompts, record,
+                                   SELECTION_SIDE, glue.save_thumbnail)
+    return {"ui": glue.send_candidates(grid), "result": (replace(candidates, state=state),)}
+
+
 def check_started(candidates: Candidates, action: str) -> None:
     if candidates.scales_done == 0:
         raise ValueError(f"{action} needs generated images: put a TTS-VAR Step node before this one")
@@ -190,14 +202,8 @@ class TTSVARCluster:
         }}
 
     def select(self, candidates, features, keep, feature_mode):
-        check_started(candidates, "clustering")
-        glue.check_interrupt()
-        with glue.scorer_on_device(features):
-            state, record = cluster_step(candidates.state, candidates.vae, features, keep, feature_mode,
-                                         **selection_options(candidates.state))
-        grid = previews.selection_grid("cluster", candidates.state, candidates.vae, candidates.prompts, record,
-                                       SELECTION_SIDE, glue.save_thumbnail)
-        return {"ui": glue.send_candidates(grid), "result": (replace(candidates, state=state),)}
+        return run_selection("cluster", candidates, features, lambda state, vae: cluster_step(
+            state, vae, features, keep, feature_mode, **selection_options(state)))
 
 
 class TTSVARResample:
@@ -221,14 +227,8 @@ class TTSVARResample:
         }}
 
     def select(self, candidates, reward, keep, potential, lam):
-        check_started(candidates, "resampling")
-        glue.check_interrupt()
-        with glue.scorer_on_device(reward):
-            state, record = resample_step(candidates.state, candidates.vae, reward, list(candidates.prompts),
-                                          keep, potential, lam, **selection_options(candidates.state))
-        grid = previews.selection_grid("resample", candidates.state, candidates.vae, candidates.prompts, record,
-                                       SELECTION_SIDE, glue.save_thumbnail)
-        return {"ui": glue.send_candidates(grid), "result": (replace(candidates, state=state),)}
+        return run_selection("resample", candidates, reward, lambda state, vae: resample_step(
+            state, vae, reward, list(candidates.prompts), keep, potential, lam, **selection_options(state)))
 
 
 class TTSVARDecode:
