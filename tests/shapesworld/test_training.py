@@ -1,6 +1,8 @@
 """Training pieces of the ShapesWorld models: the straight-through quantiser is the VAE's own quantiser,
 teacher forcing feeds the inputs generation would build, hard negatives change one fact, runs resume."""
 
+import shutil
+
 import numpy as np
 import torch
 
@@ -62,3 +64,30 @@ def test_evaluation_helpers():
     assert plan_runs(("raw", "is", "bon", "tts-var"), (1, 2)) == [
         ("raw", 1, ("raw",)), ("bon", 1, ("bon", "is")), ("tts-var", 1, ("tts-var",)),
         ("bon", 2, ("bon", "is")), ("tts-var", 2, ("tts-var",))]
+
+
+def test_transformer_training_resumes_and_exports_a_loadable_model(tmp_path):
+    """Two steps of a non-default shape (width 256, depth 2), resumed for a third: the checkpoint loads
+    with weights_only=True, a resumed run may lengthen its schedule, and the export loads through the
+    pack's loader with the trained shape."""
+    from ttsvar_core.checkpoints import load_infinity
+    from ttsvar_core.demo import ASSETS
+
+    shutil.copy(ASSETS / T.VAE_FILE, tmp_path)
+    T.train_transformer(tmp_path, seed=0, steps=2, minutes=None, batch=3, full=1, width=256, depth=2)
+    first = torch.load(tmp_path / "transformer.ckpt", weights_only=True)
+    assert (first["step"], first["steps"], first["fitted"]) == (2, 2, False)
+    T.train_transformer(tmp_path, seed=0, steps=3, minutes=None, batch=3, full=1, width=256, depth=2)
+    second = torch.load(tmp_path / "transformer.ckpt", weights_only=True)
+    assert (second["step"], second["steps"]) == (3, 3)
+    assert not torch.equal(first["model"]["head.weight"], second["model"]["head.weight"])
+    model = load_infinity(tmp_path / T.MODEL_FILE)
+    assert (model.cfg.embed_dim, model.cfg.depth, model.cfg.text_channels) == (256, 2, 256)
+    assert torch.equal(model.head.weight, second["model"]["head.weight"])
+
+
+def test_fitted_steps():
+    # 50 steps done in 60 s, 1 s per step from here, 600 s budget -> 50 + 540 steps, capped by the schedule
+    assert T.fitted_steps(10_000, 50, 60.0, 1.0, 600.0) == 590
+    assert T.fitted_steps(400, 50, 60.0, 1.0, 600.0) == 400
+    assert T.fitted_steps(10_000, 50, 700.0, 1.0, 600.0) == 50  # already over: stop where it is
