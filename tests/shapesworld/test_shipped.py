@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -92,3 +93,16 @@ def test_evaluate_every_strategy_single_and_two_gloo_processes(tmp_path):
     assert sorted(map(key, one["records"])) == sorted(map(key, two["records"]))  # sharding changes nothing
     assert (tmp_path / "one" / "accuracy_vs_n.png").is_file()
     assert "| tts-var | 2 |" in (tmp_path / "one" / "results.md").read_text()
+
+
+def test_shipped_model_draws_what_prompts_ask_often_but_not_always(shipped):
+    """Plain sampling at the shipped settings on 48 training-split prompts: the exact evaluator accepts a
+    fair share of images (the 8000-step model scored 0.25 on 96 such prompts), and leaves room for search.
+    Guards against shipping untrained or broken weights."""
+    from ttsvar_core.shapesworld.data import sample_prompts
+    from ttsvar_core.shapesworld.evaluate import evaluate
+
+    prompts = sample_prompts(48, seed=21)
+    result, _ = run_strategy(shipped, [p.text for p in prompts], "raw", 1, 21)
+    correct = np.mean([evaluate(image.numpy(), p).correct for image, p in zip(result.images, prompts)])
+    assert 0.08 <= correct <= 0.8, correct
