@@ -366,10 +366,9 @@ class TTSVARSampler:
         scales = image_schedule(model, aspect_ratio, schedule.pixel_budget, schedule.custom_scales)
         params = SamplingParams(cfg=cfg, tau=tau, top_k=top_k, top_p=top_p)
         prompts = list(conditioning.prompts)
-        per_token = model.vae.cfg.patch_size * (2 if model.model.cfg.apply_spatial_patchify else 1)
         # previews show the images the selections decoded (the same size, so no second decode)
         events = SamplerEvents(model.vae, prompts, len(scales),
-                               lambda si: selection_side(schedule.batch, si, scales, per_token))
+                               lambda si: selection_side(schedule.batch, si, scales, model.pixels_per_token))
         glue.check_interrupt()
         with glue.scorer_on_device(reward), glue.scorer_on_device(features):
             result = run_search(model.model, model.vae, conditioning.features, list(conditioning.lens), prompts,

@@ -294,7 +294,7 @@ def train_transformer(out: Path, seed: int, steps: int, minutes: float | None, b
     weights = scale_weights(geometry).to(device)
     model.train()
     t5.train()
-    started, warmup = time.time(), 100
+    started, warmup, rate_from = time.time(), 100, None
 
     def save():
         state = {"model": model.state_dict(), "t5": t5.state_dict(), "opt": opt.state_dict(), "step": step,
@@ -305,7 +305,7 @@ def train_transformer(out: Path, seed: int, steps: int, minutes: float | None, b
     while step < steps and not run.should_stop(step):
         if fit_minutes and step == 10:
             rate_from = time.time()  # the first steps carry one-off start-up costs
-        if fit_minutes and step == warmup // 2:
+        if fit_minutes and step == warmup // 2 and rate_from is not None:
             now = time.time()
             steps = fitted_steps(steps, step, now - started, (now - rate_from) / (step - 10), 60 * fit_minutes)
             fitted = True
