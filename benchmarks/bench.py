@@ -4,8 +4,11 @@
     python benchmarks/bench.py --config 2b --device cuda --budget 1M   # 2B-shaped, random weights
 
 Per strategy: wall time, time per scale, time in selection (decode + features + reward + re-index),
-transformer token-passes, peak memory (CPU RSS above the idle baseline, or CUDA peak allocation), and
-ratios against Best-of-N at the same N and against the token-pass prediction. Results go to a JSON file.
+transformer token-passes, peak memory (CPU: malloc'd bytes and RSS above the idle baseline; CUDA: peak
+allocation), and ratios against Best-of-N at the same N and against the token-pass prediction. Every
+strategy runs `--repeat` times (the median is kept). The report ends with the FLOP floor of each selection:
+what decoding alone costs next to the step it follows, for this configuration and for the 2B model.
+Results go to a JSON file.
 """
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -29,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ttsvar_core.checkpoints import build_random  # noqa: E402
 from ttsvar_core.config import PRESETS, VAE_PRESETS, InfinityConfig  # noqa: E402
 from ttsvar_core.engine import BatchSchedule, run_search, schedule_for  # noqa: E402
+from ttsvar_core.engine.strategies import selection_side  # noqa: E402
 from ttsvar_core.offload import BlockStreamer  # noqa: E402
 from ttsvar_core.sampling import SamplingParams  # noqa: E402
 from ttsvar_core.schedules import get_schedule  # noqa: E402
@@ -41,23 +45,43 @@ BENCH_TINY = InfinityConfig(depth=12, embed_dim=512, num_heads=8, block_chunks=2
                             codebook_dim=16, vae=VAE_PRESETS["tiny_vae"])
 
 
-class RssPeak:
-    """Peak resident memory of this process above a baseline, sampled by a thread every millisecond."""
+class MallocInfo(ctypes.Structure):
+    """glibc's struct mallinfo2 (glibc >= 2.33)."""
+    _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                      "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+
+class CpuPeak:
+    """Peak memory of this process above a baseline, sampled by a thread every millisecond, two ways:
+    `bytes`: what malloc has handed out and not taken back (every arena's in-use heap plus mmapped blocks),
+    the CPU analogue of CUDA's allocated bytes; `rss_bytes`: resident memory as the OS sees it, which also
+    holds freed heap that glibc keeps for reuse (how much depends on the order of allocations, not on what
+    the engine holds)."""
 
     def __init__(self):
         self.page = os.sysconf("SC_PAGE_SIZE")
+        try:
+            self.libc = ctypes.CDLL("libc.so.6")
+            self.libc.mallinfo2.restype = MallocInfo
+        except (OSError, AttributeError):  # not glibc, or older than 2.33: RSS only
+            self.libc = None
 
     def rss(self) -> int:
         with open("/proc/self/statm") as f:
             return int(f.read().split()[1]) * self.page
 
+    def in_use(self) -> int:
+        if self.libc is None:
+            return self.rss()
+        info = self.libc.mallinfo2()
+        return info.uordblks + info.hblkhd
+
     def __enter__(self):
         gc.collect()
-        try:  # give freed heap back to the OS so the baseline is the idle process
-            ctypes.CDLL("libc.so.6").malloc_trim(0)
-        except OSError:
-            pass
-        self.base = self.peak = self.rss()
+        if self.libc is not None:  # give freed heap back to the OS so the RSS baseline is the idle process
+            self.libc.malloc_trim(0)
+        self.base, self.rss_base = self.in_use(), self.rss()
+        self.peak, self.rss_peak = self.base, self.rss_base
         self.running = True
         self.thread = threading.Thread(target=self._sample, daemon=True)
         self.thread.start()
@@ -65,17 +89,21 @@ class RssPeak:
 
     def _sample(self):
         while self.running:
-            self.peak = max(self.peak, self.rss())
+            self.peak, self.rss_peak = max(self.peak, self.in_use()), max(self.rss_peak, self.rss())
             time.sleep(0.001)
 
     def __exit__(self, *exc):
         self.running = False
         self.thread.join()
-        self.peak = max(self.peak, self.rss())
+        self.peak, self.rss_peak = max(self.peak, self.in_use()), max(self.rss_peak, self.rss())
 
     @property
     def bytes(self) -> int:
         return self.peak - self.base
+
+    @property
+    def rss_bytes(self) -> int:
+        return self.rss_peak - self.rss_base
 
 
 class CudaPeak:
@@ -118,21 +146,65 @@ def predicted_passes(batch: BatchSchedule, schedule, prompts: int, guided: bool)
 def cost_proportions(cfg: InfinityConfig, budget: str) -> dict:
     """FLOPs of one candidate's transformer passes (guided: two rows) and of one full-size decode, counted on
     the meta device; the ratio says how much selections can cost next to stepping."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from ttsvar_core.infinity import Infinity
-    from ttsvar_core.vae import BSQVAE
-    with torch.device("meta"):
-        model, vae = Infinity(cfg), BSQVAE(cfg.vae)
+    model, vae = _meta_parts(cfg)
     # linear layers dominate: 2 FLOPs per weight per token, two rows per candidate with guidance
     weights = sum(p.numel() for name, p in model.named_parameters() if p.ndim == 2 and "cfg_uncond" not in name)
     schedule = get_schedule(1.0, budget)
     candidate = 2 * weights * sum(h * w for h, w in schedule) * 2
     side = max(schedule[-1]) * (2 if cfg.apply_spatial_patchify else 1)
+    decode = _decode_gflop(vae, cfg.vae.codebook_dim, side)
+    return {"candidate_gflop": candidate / 1e9, "full_decode_gflop": decode, "ratio": candidate / 1e9 / decode}
+
+
+def _meta_parts(cfg: InfinityConfig):
+    from ttsvar_core.infinity import Infinity
+    from ttsvar_core.vae import BSQVAE
+    with torch.device("meta"):
+        return Infinity(cfg), BSQVAE(cfg.vae)
+
+
+def _decode_gflop(vae, codebook_dim: int, latent_side: int) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
     with torch.device("meta"), FlopCounterMode(display=False) as counter:
-        vae.decoder(torch.empty(1, cfg.vae.codebook_dim, side, side))
-    decode = counter.get_total_flops()
-    return {"candidate_gflop": candidate / 1e9, "full_decode_gflop": decode / 1e9, "ratio": candidate / decode}
+        vae.decoder(torch.empty(1, codebook_dim, latent_side, latent_side))
+    return counter.get_total_flops() / 1e9
+
+
+def vit_l_gflop() -> float:
+    """One DINOv2 ViT-L/14 pass at 224 px (TTS-VAR's feature model), counted on our own module; ImageReward's
+    BLIP ViT-L/16 image tower at 224 px is the same size class."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from ttsvar_core.scorers.dinov2 import DinoV2, VitShape
+    with torch.device("meta"):
+        vit = DinoV2(VitShape(dim=1024, depth=24, heads=16, patch=14, registers=4, pos_tokens=1370, mlp_hidden=4096))
+        with FlopCounterMode(display=False) as counter:
+            vit(torch.empty(1, 3, 224, 224))
+    return counter.get_total_flops() / 1e9
+
+
+def selection_floors(cfg: InfinityConfig, budget: str, batch: BatchSchedule) -> list[dict]:
+    """Per selection of `batch`, the work it cannot skip next to the step it follows, in FLOPs: decoding every
+    live candidate at the selection's side, and (real models) one ViT-L scorer pass per candidate. The step
+    counts linear layers only (2 FLOPs per weight per token, two rows per candidate with guidance); attention
+    over the short early contexts adds little, so the ratios are upper bounds of what stepping hides."""
+    model, vae = _meta_parts(cfg)
+    weights = sum(p.numel() for name, p in model.named_parameters() if p.ndim == 2 and "cfg_uncond" not in name)
+    schedule = get_schedule(1.0, budget)
+    per_token = cfg.vae.patch_size * (2 if cfg.apply_spatial_patchify else 1)
+    full_side = max(schedule[-1]) * per_token
+    scorer = vit_l_gflop()
+    floors = []
+    for si in sorted(batch.cluster_scales + batch.resample_scales):
+        live = batch.sizes[si - 1] if si > 0 else batch.sizes[0]
+        h, w = schedule[si]
+        side = min(selection_side(batch, si, schedule, per_token) or full_side, full_side)
+        step = 2 * weights * 2 * live * h * w / 1e9
+        decode = live * _decode_gflop(vae, cfg.vae.codebook_dim, max(1, side // cfg.vae.patch_size))
+        floors.append({"event": batch.event(si), "after_scale": si, "tokens": h * w, "candidates": live,
+                       "side": side, "step_gflop": step, "decode_gflop": decode, "decode_over_step": decode / step,
+                       "vit_l_over_step": live * scorer / step})
+    return floors
 
 
 def make_scorers(device):
@@ -156,7 +228,7 @@ def time_run(model, vae, feats, lens, prompts, schedule, params, batch, reward, 
         sync()
         marks.append((event, time.perf_counter()))
 
-    meter = CudaPeak() if device.type == "cuda" else RssPeak()
+    meter = CudaPeak() if device.type == "cuda" else CpuPeak()
     with meter:
         sync()
         t0 = time.perf_counter()
@@ -188,6 +260,7 @@ def main(argv=None):
     ap.add_argument("--low-memory", action="store_true", help="also run TTS-VAR with block streaming + offload")
     ap.add_argument("--out", default=None, help="JSON results file")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--repeat", type=int, default=3, help="runs per strategy; the report keeps the median")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -208,21 +281,32 @@ def main(argv=None):
     for strategy in ("bon", "tts-var"):
         run_search(model, vae, feats, lens, prompts, schedule, params, schedule_for(strategy, 1, len(schedule)),
                    reward=reward, extractor=extractor)
-    runs = []
+    run = partial(measure, model=model, vae=vae, feats=feats, lens=lens, prompts=prompts, schedule=schedule,
+                  params=params, reward=reward, extractor=extractor, device=device, guided=guided)
     plan = [("raw", 1, "fixed")] + [(s, n, r) for n in args.n for s, r in
                                     (("bon", "fixed"), ("tts-var", "fixed"), ("tts-var", "scale"))]
-    for strategy, n, resolution in plan:
-        runs.append(measure(strategy, n, model, vae, feats, lens, prompts, schedule, params, reward, extractor,
-                            device, guided, offload=False, resolution=resolution))
-    if args.low_memory:
+    # repeats run the whole plan in turn, so a slow spell of the machine hits every strategy alike
+    samples = {key: [] for key in plan}
+    for _ in range(args.repeat):
+        for strategy, n, resolution in plan:
+            samples[(strategy, n, resolution)].append(run(strategy, n, offload=False, resolution=resolution))
+    low = [("bon", args.n[0], "fixed"), ("tts-var", args.n[0], "fixed")] if args.low_memory else []
+    if low:
         # the same runs with the blocks streamed from pinned CPU memory and idle models off the device
         streamer = BlockStreamer(model, device)
-        for strategy in ("bon", "tts-var"):
-            runs.append(measure(strategy, args.n[0], model, vae, feats, lens, prompts, schedule, params, reward,
-                                extractor, device, guided, offload=True))
+        low_samples = {key: [] for key in low}
+        for _ in range(args.repeat):
+            for strategy, n, resolution in low:
+                low_samples[(strategy, n, resolution)].append(run(strategy, n, offload=True, resolution=resolution))
         streamer.remove()
+        samples.update({key + ("low",): v for key, v in low_samples.items()})
+    runs = [median_run(v) for v in samples.values()]
     report = {"config": args.config, "device": str(device), "dtype": str(dtype), "budget": args.budget,
-              "proportions": cost_proportions(cfg, args.budget),
+              "repeats": args.repeat, "proportions": cost_proportions(cfg, args.budget),
+              "floors": {name: {res: selection_floors(c, budget, schedule_for("tts-var", 1, len(get_schedule(1.0, budget)),
+                                                                           selection_resolution=res))
+                                for res in ("fixed", "scale")}
+                         for name, c, budget in ((args.config, cfg, args.budget), ("2b at 1M", PRESETS["infinity_2b"], "1M"))},
               "schedule": [list(s) for s in schedule], "machine": machine(device), "runs": runs}
     add_ratios(report)
     print(table(report))
@@ -231,7 +315,7 @@ def main(argv=None):
     return report
 
 
-def measure(strategy, n, model, vae, feats, lens, prompts, schedule, params, reward, extractor, device, guided,
+def measure(strategy, n, *, model, vae, feats, lens, prompts, schedule, params, reward, extractor, device, guided,
             offload, resolution="fixed"):
     batch = schedule_for(strategy, n, len(schedule), selection_resolution=resolution)
     result, wall, steps, selections, meter = time_run(model, vae, feats, lens, prompts, schedule, params, batch,
@@ -243,7 +327,20 @@ def measure(strategy, n, model, vae, feats, lens, prompts, schedule, params, rew
             "final_s": sum(s["seconds"] for s in selections if s["event"] == "final"),
             "token_passes": token_passes(result.trace, schedule, guided),
             "predicted_passes": predicted_passes(batch, schedule, len(prompts), guided),
-            "peak_bytes": meter.bytes, "peak_total_bytes": getattr(meter, "total", None), "sizes": list(batch.sizes)}
+            "peak_bytes": meter.bytes, "peak_total_bytes": getattr(meter, "total", None),
+            "peak_rss_bytes": getattr(meter, "rss_bytes", None), "sizes": list(batch.sizes)}
+
+
+def median_run(samples: list[dict]) -> dict:
+    """The repeat with the median wall time (its per-scale and per-selection times with it); memory is the
+    highest peak of all repeats."""
+    ordered = sorted(samples, key=lambda r: r["wall_s"])
+    run = dict(ordered[len(ordered) // 2])
+    run["wall_s_repeats"] = [r["wall_s"] for r in samples]
+    for key in ("peak_bytes", "peak_rss_bytes", "peak_total_bytes"):
+        values = [r[key] for r in samples if r[key] is not None]
+        run[key] = max(values) if values else None
+    return run
 
 
 def add_ratios(report):
@@ -281,7 +378,7 @@ def table(report) -> str:
              f"(ratio {p['ratio']:.1f}; the 2B model at 1M: 9.4)",
              f"{'strategy':22s} {'N':>2} {'wall s':>8} {'vs BoN':>7} {'passes':>10} {'vs BoN':>7} {'t/pred':>7} "
              f"{'gen/pred':>8} {'select s':>9} {'sel/step':>8} {'sel %':>6} {'peak MB':>9} {'vs BoN':>7} "
-             f"{'total MB':>9}"]
+             f"{'RSS MB' if report['device'] == 'cpu' else 'total MB':>9}"]
     for r in report["runs"]:
         f = lambda k, fmt: format(r[k], fmt) if k in r else "-"  # noqa: E731
         lines.append(f"{r['strategy']:22s} {r['n']:>2} {r['wall_s']:8.3f} {f('time_vs_bon', '7.2f')} "
@@ -289,9 +386,21 @@ def table(report) -> str:
                      f"{f('generation_over_pass_prediction', '8.2f')} "
                      f"{r['selection_s']:9.3f} {r['max_selection_over_step']:8.2f} {100 * r['selection_share']:6.1f} "
                      f"{r['peak_bytes'] / 2**20:9.1f} {f('memory_vs_bon', '7.2f')} "
-                     f"{(r['peak_total_bytes'] or 0) / 2**20:9.1f}")
+                     f"{(r['peak_total_bytes'] or r['peak_rss_bytes'] or 0) / 2**20:9.1f}")
         steps = ", ".join(f"{t * 1000:.0f}" for t in r["step_s"])
         lines.append(f"{'':25s}ms per scale: {steps}")
+        sels = [s for s in r["selections"] if s["event"] != "final"]
+        if sels:
+            ratios = ", ".join(f"{s['event']} after {s['after_scale']}: {s['seconds'] / s['step_seconds']:.2f}" for s in sels)
+            lines.append(f"{'':25s}selection / step: {ratios}")
+    lines.append("FLOP floors of each selection / the step it follows: decoding every live candidate at the "
+                 "selection's side, and for the real model one ViT-L pass per candidate (DINOv2-L, ImageReward):")
+    for name, by_resolution in report["floors"].items():
+        real = name.startswith("2b")  # the tiny scorers have nothing of ViT-L's cost
+        for resolution, floors in by_resolution.items():
+            cells = ", ".join(f"{f['event']} after {f['after_scale']} ({f['side']} px): decode {f['decode_over_step']:.2f}"
+                              + (f" ViT-L {f['vit_l_over_step']:.2f}" if real else "") for f in floors)
+            lines.append(f"  {name} {resolution:5s} {cells}")
     return "\n".join(lines)
 
 

@@ -1,0 +1,74 @@
+"""The benchmark's accounting: memory meter, token-pass counts, FLOP floors and the median of repeats."""
+import importlib.util
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from ttsvar_core.config import PRESETS
+from ttsvar_core.engine import run_search, schedule_for
+from ttsvar_core.sampling import SamplingParams
+
+from .conftest import SCHEDULE
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("ttsvar_bench", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_cpu_meter_sees_an_allocation_that_is_already_freed(bench):
+    size = 64 * 2**20
+    with bench.CpuPeak() as meter:
+        block = torch.ones(size // 4)
+        time.sleep(0.05)  # the sampler runs every millisecond
+        del block
+        time.sleep(0.01)
+    assert meter.bytes >= 0.95 * size
+    assert meter.rss_bytes >= 0.95 * size
+
+
+def test_token_passes_follow_the_schedule(bench, tiny, prompts, extractor, reward):
+    model, vae = tiny
+    feats, lens = prompts
+    batch = schedule_for("tts-var", 1, len(SCHEDULE))
+    result = run_search(model, vae, feats, lens, ["a", "b"], SCHEDULE, SamplingParams(cfg=3.0), batch,
+                        reward=reward, extractor=extractor)
+    counted = bench.token_passes(result.trace, SCHEDULE, guided=True)
+    assert counted == bench.predicted_passes(batch, SCHEDULE, prompts=2, guided=True)
+    # by hand: scale si runs with the size left after scale si - 1, two rows per candidate, two prompts
+    sizes = (batch.sizes[0],) + batch.sizes[:-1]
+    assert counted == sum(2 * 2 * n * h * w for n, (h, w) in zip(sizes, SCHEDULE))
+
+
+def test_decode_floor_is_one_decoded_latent_cell_per_token(bench):
+    cfg = PRESETS["infinity_2b"]
+    n = 13
+    fixed = bench.selection_floors(cfg, "1M", schedule_for("tts-var", 1, n, selection_resolution="fixed"))
+    scale = bench.selection_floors(cfg, "1M", schedule_for("tts-var", 1, n, selection_resolution="scale"))
+    assert [f["after_scale"] for f in fixed] == [2, 5, 6, 9]
+    assert [f["side"] for f in fixed] == [448] * 4
+    assert [f["side"] for f in scale] == [64, 192, 256, 448]  # the token grid x 16 px, capped at 448
+    for a, b in zip(fixed, scale):
+        # convolution FLOPs grow with the decoded area, and the step is the same
+        assert b["decode_gflop"] / a["decode_gflop"] == pytest.approx((b["side"] / a["side"]) ** 2, rel=0.01)
+        assert a["step_gflop"] == b["step_gflop"]
+    # uncapped scale-grid decodes cost one latent cell per token: the same fraction of every step
+    uncapped = [f["decode_over_step"] for f in scale[:3]]
+    assert max(uncapped) == pytest.approx(min(uncapped), rel=0.01)
+    # the paper's first clustering decodes 8 candidates at 448 px after a 16-token step
+    assert fixed[0]["decode_over_step"] > 10
+
+
+def test_median_run_keeps_the_middle_time_and_the_highest_memory(bench):
+    runs = [{"wall_s": t, "peak_bytes": m, "peak_rss_bytes": m + 1, "peak_total_bytes": None, "tag": t}
+            for t, m in ((3.0, 10), (1.0, 30), (2.0, 20))]
+    run = bench.median_run(runs)
+    assert run["tag"] == 2.0 and run["wall_s_repeats"] == [3.0, 1.0, 2.0]
+    assert run["peak_bytes"] == 30 and run["peak_rss_bytes"] == 31 and run["peak_total_bytes"] is None
