@@ -72,3 +72,17 @@ def test_median_run_keeps_the_middle_time_and_the_highest_memory(bench):
     run = bench.median_run(runs)
     assert run["tag"] == 2.0 and run["wall_s_repeats"] == [3.0, 1.0, 2.0]
     assert run["peak_bytes"] == 30 and run["peak_rss_bytes"] == 31 and run["peak_total_bytes"] is None
+
+
+def test_exact_cpu_peak_replays_allocations_and_frees(bench):
+    mib = 2**20
+
+    def run():
+        first = torch.ones(32 * mib // 4)
+        del first
+        second = torch.ones(16 * mib // 4)
+        third = torch.ones(8 * mib // 4)
+        return second, third
+
+    peak = bench.exact_cpu_peak(run)
+    assert 32 * mib <= peak < 33 * mib  # the freed 32 MiB block, not 32 + 16 + 8
