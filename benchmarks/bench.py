@@ -302,41 +302,26 @@ def main(argv=None):
                    reward=reward, extractor=extractor)
     run = partial(measure, model=model, vae=vae, feats=feats, lens=lens, prompts=prompts, schedule=schedule,
                   params=params, reward=reward, extractor=extractor, device=device, guided=guided)
+    search = partial(run_search, model, vae, feats, lens, prompts, schedule, params, reward=reward, extractor=extractor)
+    exact = args.exact_memory and device.type == "cpu"
     plan = [("raw", 1, "fixed")] + [(s, n, r) for n in args.n for s, r in
                                     (("bon", "fixed"), ("tts-var", "fixed"), ("tts-var", "scale"))]
-    # repeats run the whole plan in turn, so a slow spell of the machine hits every strategy alike
-    samples = {key: [] for key in plan}
-    for _ in range(args.repeat):
-        for strategy, n, resolution in plan:
-            samples[(strategy, n, resolution)].append(run(strategy, n, offload=False, resolution=resolution))
-    low = [("bon", args.n[0], "fixed"), ("tts-var", args.n[0], "fixed")] if args.low_memory else []
-    if low:
+    runs = repeated(run, plan, args.repeat, offload=False)
+    if exact:
+        add_exact_peaks(runs, plan, search, len(schedule), offload=False)
+    if args.low_memory:
         # the same runs with the blocks streamed from pinned CPU memory and idle models off the device
+        low = [("bon", args.n[0], "fixed"), ("tts-var", args.n[0], "fixed")]
         streamer = BlockStreamer(model, device)
-        low_samples = {key: [] for key in low}
-        for _ in range(args.repeat):
-            for strategy, n, resolution in low:
-                low_samples[(strategy, n, resolution)].append(run(strategy, n, offload=True, resolution=resolution))
+        low_runs = repeated(run, low, args.repeat, offload=True)
+        if exact:
+            add_exact_peaks(low_runs, low, search, len(schedule), offload=True)
         streamer.remove()
-        samples.update({key + ("low",): v for key, v in low_samples.items()})
-    runs = [median_run(v) for v in samples.values()]
-    if args.exact_memory and device.type == "cpu":
-        for key, r in zip(samples, runs):
-            strategy, n, resolution = key[:3]
-            batch = schedule_for(strategy, n, len(schedule), selection_resolution=resolution)
-            if len(key) > 3:  # the low-memory runs stream blocks: measured with the streamer in place
-                streamer = BlockStreamer(model, device)
-            r["exact_peak_bytes"] = exact_cpu_peak(lambda: run_search(
-                model, vae, feats, lens, prompts, schedule, params, batch, reward=reward, extractor=extractor,
-                offload_idle=len(key) > 3))
-            if len(key) > 3:
-                streamer.remove()
+        runs += low_runs
     report = {"config": args.config, "device": str(device), "dtype": str(dtype), "budget": args.budget,
               "repeats": args.repeat, "proportions": cost_proportions(cfg, args.budget),
-              "floors": {name: {res: selection_floors(c, budget, schedule_for("tts-var", 1, len(get_schedule(1.0, budget)),
-                                                                           selection_resolution=res))
-                                for res in ("fixed", "scale")}
-                         for name, c, budget in ((args.config, cfg, args.budget), ("2b at 1M", PRESETS["infinity_2b"], "1M"))},
+              "floors": {args.config: floors_by_resolution(cfg, args.budget),
+                         "2b at 1M": floors_by_resolution(PRESETS["infinity_2b"], "1M")},
               "schedule": [list(s) for s in schedule], "machine": machine(device), "runs": runs}
     add_ratios(report)
     print(table(report))
@@ -359,6 +344,28 @@ def measure(strategy, n, *, model, vae, feats, lens, prompts, schedule, params, 
             "predicted_passes": predicted_passes(batch, schedule, len(prompts), guided),
             "peak_bytes": meter.bytes, "peak_total_bytes": getattr(meter, "total", None),
             "peak_rss_bytes": getattr(meter, "rss_bytes", None), "sizes": list(batch.sizes)}
+
+
+def repeated(run, plan, repeat: int, offload: bool) -> list[dict]:
+    """Every (strategy, N, selection resolution) of `plan`, `repeat` times, reduced to the median run. The
+    repeats run the whole plan in turn, so a slow spell of the machine hits every strategy alike."""
+    samples = {key: [] for key in plan}
+    for _ in range(repeat):
+        for strategy, n, resolution in plan:
+            samples[(strategy, n, resolution)].append(run(strategy, n, offload=offload, resolution=resolution))
+    return [median_run(v) for v in samples.values()]
+
+
+def add_exact_peaks(runs, plan, search, num_scales: int, offload: bool):
+    for r, (strategy, n, resolution) in zip(runs, plan):
+        batch = schedule_for(strategy, n, num_scales, selection_resolution=resolution)
+        r["exact_peak_bytes"] = exact_cpu_peak(lambda: search(batch, offload_idle=offload))
+
+
+def floors_by_resolution(cfg: InfinityConfig, budget: str) -> dict:
+    num_scales = len(get_schedule(1.0, budget))
+    return {res: selection_floors(cfg, budget, schedule_for("tts-var", 1, num_scales, selection_resolution=res))
+            for res in ("fixed", "scale")}
 
 
 def median_run(samples: list[dict]) -> dict:
