@@ -311,7 +311,8 @@ class TTSVARBatchSchedule:
                                  "selections decode candidates for the reward and feature models. 448 px: "
                                  "enough for their 224 px input; scale grid: a selection after scale k decodes "
                                  "at scale k's token grid (at most 448 px), several times faster at early "
-                                 "scales; full size: as the paper's code"}),
+                                 "scales but picks worse on our test model (docs/shapesworld_results.md); "
+                                 "full size: as the paper's code"}),
         }}
 
     @classmethod

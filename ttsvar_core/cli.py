@@ -54,7 +54,7 @@ def add_generate_parser(sub):
     p.add_argument("--selection-resolution", choices=("fixed", "scale"), default="fixed",
                    help="fixed: selections decode at --selection-side; scale: a selection after scale k decodes at "
                         "scale k's token grid (one latent cell per token, at most --selection-side): much cheaper "
-                        "early selections")
+                        "early selections, but a lower picked reward on ShapesWorld (docs/shapesworld_results.md)")
     p.add_argument("--reward", default="imagereward", help="reward kind (imagereward, hps, clip, aesthetic)")
     p.add_argument("--reward-file", default=None, help="reward weights file or folder")
     p.add_argument("--reward-extra", default=None, help="second file a reward needs (aesthetic: SigLIP folder)")

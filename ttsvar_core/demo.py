@@ -63,15 +63,13 @@ def load_shipped(folder=ASSETS, device="cpu", model=None, vae=None, text_encoder
     return Shipped(pipe, reward, extractor, settings, pipe.schedule(1.0, settings["pixel_budget"]))
 
 
-def run_strategy(shipped: Shipped, prompts: list[str], strategy: str, n: int, seed: int, params=None):
+def run_strategy(shipped: Shipped, prompts: list[str], strategy: str, n: int, seed: int, params=None,
+                 selection_resolution: str = "fixed"):
     """One run_search call over all prompts; returns the engine's SearchResult and its wall time."""
-    from dataclasses import replace
-
     from .engine import run_search, schedule_for
 
-    batch = schedule_for(strategy, n, len(shipped.schedule))
-    if shipped.settings["selection_side"]:
-        batch = replace(batch, selection_side=shipped.settings["selection_side"]).validate(len(shipped.schedule))
+    batch = schedule_for(strategy, n, len(shipped.schedule), selection_side=shipped.settings["selection_side"],
+                         selection_resolution=selection_resolution)
     features, lens, _ = shipped.pipe.encode(list(prompts))
     start = time.perf_counter()
     result = run_search(shipped.pipe.model, shipped.pipe.vae, features, lens, list(prompts), shipped.schedule,

@@ -134,7 +134,8 @@ def item_records(shipped, chunk: list[Item], result, picks, strategy: str, n: in
     return records
 
 
-def run_chunk(shipped, chunk: list[Item], chunk_id: int, runs, seed: int) -> list[dict]:
+def run_chunk(shipped, chunk: list[Item], chunk_id: int, runs, seed: int,
+              selection_resolution: str = "fixed") -> list[dict]:
     """All requested (strategy, N) of one chunk; "is" reuses the Best-of-N run of its N."""
     from .demo import run_strategy
     from .engine import schedule_for
@@ -147,7 +148,8 @@ def run_chunk(shipped, chunk: list[Item], chunk_id: int, runs, seed: int) -> lis
     guided = shipped.params().guided(len(shipped.schedule))
     records = []
     for engine_strategy, n, wanted in runs:
-        result, seconds = run_strategy(shipped, texts, engine_strategy, n, run_seed)
+        result, seconds = run_strategy(shipped, texts, engine_strategy, n, run_seed,
+                                       selection_resolution=selection_resolution)
         passes = token_passes(result.trace, shipped.schedule, guided)
         for strategy in wanted:
             picks = importance_picks(result, run_seed, lam) if strategy == "is" else result.picks
@@ -269,9 +271,10 @@ def write_outputs(out: Path, config: dict, records: list[dict]) -> dict:
 
 # ---- processes -------------------------------------------------------------------------------------------
 def run_key(args) -> str:
-    """What a journal line must match to be reused: the prompt set, chunking, strategies, N and model."""
+    """What a journal line must match to be reused: the prompt set, chunking, strategies, N, model and the
+    selection decode."""
     return json.dumps([args.prompts, args.limit, args.chunk, sorted(args.strategies), list(args.n),
-                       str(Path(args.assets).resolve())])
+                       str(Path(args.assets).resolve()), args.selection_resolution])
 
 
 def read_journal(out: Path, key: str) -> dict[tuple[int, int], list[dict]]:
@@ -310,7 +313,7 @@ def work(rank: int, world: int, args) -> None:
             for seed in range(args.seeds):
                 if (chunk_id, seed) in done:
                     continue
-                records = run_chunk(shipped, chunks[chunk_id], chunk_id, runs, seed)
+                records = run_chunk(shipped, chunks[chunk_id], chunk_id, runs, seed, args.selection_resolution)
                 journal.write(json.dumps(dict(key=key, chunk=chunk_id, seed=seed, records=records)) + "\n")
                 journal.flush()
             if args.verbose:
@@ -342,6 +345,7 @@ def finish(args) -> None:
     total = -(-len(eval_items(args.prompts, args.limit)) // args.chunk) * args.seeds
     config = dict(command=args.command_line, prompts=args.prompts, limit=args.limit, strategies=list(args.strategies),
                   n=list(args.n), seeds=args.seeds, chunk=args.chunk, procs=args.procs, assets=str(args.assets),
+                  selection_resolution=args.selection_resolution,
                   chunks_done=len(done), chunks_total=total)
     written = write_outputs(Path(args.out), config, records)
     print(written["table"])
@@ -350,6 +354,7 @@ def finish(args) -> None:
 
 def add_evaluate_parser(sub):
     from .demo import ASSETS
+    from .engine.schedule import SELECTION_RESOLUTIONS
 
     p = sub.add_parser("evaluate", help="accuracy of plain / IS / Best-of-N / TTS-VAR on ShapesWorld test prompts")
     p.add_argument("--prompts", choices=("geneval", "test"), default="geneval",
@@ -362,6 +367,8 @@ def add_evaluate_parser(sub):
     p.add_argument("--procs", type=int, default=1, help="processes (torch.distributed, gloo on CPU, NCCL on GPU)")
     p.add_argument("--threads", type=int, default=None, help="torch threads per process")
     p.add_argument("--assets", default=str(ASSETS))
+    p.add_argument("--selection-resolution", choices=SELECTION_RESOLUTIONS, default="fixed",
+                   help="fixed: selections decode at the shipped selection side; scale: at each scale's token grid")
     p.add_argument("--out", required=True)
     p.add_argument("--verbose", action="store_true")
     p.add_argument("--summarize", action="store_true",

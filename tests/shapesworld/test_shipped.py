@@ -95,6 +95,19 @@ def test_evaluate_every_strategy_single_and_two_gloo_processes(tmp_path):
     assert "| tts-var | 2 |" in (tmp_path / "one" / "results.md").read_text()
 
 
+def test_evaluate_keeps_selection_resolutions_apart(tmp_path):
+    """A scale-grid run in a folder that holds a fixed-side run computes its own chunks instead of reusing
+    the journal of the other setting, and says which setting it measured."""
+    args = ["evaluate", "--prompts", "test", "--limit", "2", "--n", "1", "--chunk", "2", "--strategies", "tts-var",
+            "--out", str(tmp_path), "--threads", "1"]
+    run_cli(*args)
+    run_cli(*args, "--selection-resolution", "scale")
+    lines = [json.loads(line) for line in (tmp_path / "journal-rank0.jsonl").read_text().splitlines()]
+    assert len(lines) == 2 and len({line["key"] for line in lines}) == 2
+    config = json.loads((tmp_path / "results.json").read_text())["config"]
+    assert config["selection_resolution"] == "scale" and config["chunks_done"] == 1
+
+
 def test_shipped_model_draws_what_prompts_ask_often_but_not_always(shipped):
     """Plain sampling at the shipped settings on 48 training-split prompts: the exact evaluator accepts a
     fair share of images (the 8000-step model scored 0.25 on 96 such prompts), and leaves room for search.

@@ -31,7 +31,8 @@ class BatchSchedule:
     selection_side: int | None = 448
     # "fixed": every selection decodes at selection_side. "scale": a selection after scale k decodes the sums
     # at scale k's own token grid (one latent cell per token, at most selection_side): the sums hold no finer
-    # detail than that grid yet, and early selections then cost a small fraction of a full decode.
+    # detail than that grid yet, and early selections then cost a small fraction of a full decode. It selects
+    # worse on ShapesWorld (picked reward 0.03 lower, docs/shapesworld_results.md), hence not the default.
     selection_resolution: str = "fixed"
 
     @property
