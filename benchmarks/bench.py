@@ -22,7 +22,7 @@ import sys
 import tempfile
 import threading
 import time
-from functools import partial
+from functools import lru_cache, partial
 from pathlib import Path
 
 import torch
@@ -148,7 +148,7 @@ def cost_proportions(cfg: InfinityConfig, budget: str) -> dict:
     the meta device; the ratio says how much selections can cost next to stepping."""
     model, vae = _meta_parts(cfg)
     # linear layers dominate: 2 FLOPs per weight per token, two rows per candidate with guidance
-    weights = sum(p.numel() for name, p in model.named_parameters() if p.ndim == 2 and "cfg_uncond" not in name)
+    weights = _linear_weights(model)
     schedule = get_schedule(1.0, budget)
     candidate = 2 * weights * sum(h * w for h, w in schedule) * 2
     side = max(schedule[-1]) * (2 if cfg.apply_spatial_patchify else 1)
@@ -163,6 +163,10 @@ def _meta_parts(cfg: InfinityConfig):
         return Infinity(cfg), BSQVAE(cfg.vae)
 
 
+def _linear_weights(model) -> int:
+    return sum(p.numel() for name, p in model.named_parameters() if p.ndim == 2 and "cfg_uncond" not in name)
+
+
 def _decode_gflop(vae, codebook_dim: int, latent_side: int) -> float:
     from torch.utils.flop_counter import FlopCounterMode
     with torch.device("meta"), FlopCounterMode(display=False) as counter:
@@ -170,6 +174,7 @@ def _decode_gflop(vae, codebook_dim: int, latent_side: int) -> float:
     return counter.get_total_flops() / 1e9
 
 
+@lru_cache(maxsize=None)
 def vit_l_gflop() -> float:
     """One DINOv2 ViT-L/14 pass at 224 px (TTS-VAR's feature model), counted on our own module; ImageReward's
     BLIP ViT-L/16 image tower at 224 px is the same size class."""
@@ -189,7 +194,7 @@ def selection_floors(cfg: InfinityConfig, budget: str, batch: BatchSchedule) -> 
     counts linear layers only (2 FLOPs per weight per token, two rows per candidate with guidance); attention
     over the short early contexts adds little, so the ratios are upper bounds of what stepping hides."""
     model, vae = _meta_parts(cfg)
-    weights = sum(p.numel() for name, p in model.named_parameters() if p.ndim == 2 and "cfg_uncond" not in name)
+    weights = _linear_weights(model)
     schedule = get_schedule(1.0, budget)
     per_token = cfg.vae.patch_size * (2 if cfg.apply_spatial_patchify else 1)
     full_side = max(schedule[-1]) * per_token

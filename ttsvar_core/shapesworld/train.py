@@ -79,14 +79,21 @@ class Run:
         self.until = until
         self.stage, self.deadline = stage, time.time() + 60 * minutes if minutes else None
         self.start = time.time()
+        self.saved_step = None
 
     def load(self) -> dict | None:
         return torch.load(self.path, weights_only=True) if self.path.exists() else None
 
-    def save(self, state: dict) -> None:
+    def save(self, state: dict, export) -> None:
+        """Writes the checkpoint atomically, then `export()` writes the stage's shipped files. A second call
+        at the step already saved (the end of a run that just saved periodically) does nothing."""
+        if state["step"] == self.saved_step:
+            return
         tmp = self.path.with_suffix(".tmp")
         torch.save(state, tmp)
         tmp.replace(self.path)
+        export()
+        self.saved_step = state["step"]
 
     def should_stop(self, step: int) -> bool:
         """Past the time budget or at the --until step (both resumable)."""
@@ -133,6 +140,10 @@ def train_vae(out: Path, seed: int, steps: int, minutes: float | None, batch: in
         opt.load_state_dict(ckpt["opt"])
         step = ckpt["step"]
     latent = [(h, w) for h, w in SCHEDULE]
+
+    def save():
+        run.save({"model": vae.state_dict(), "opt": opt.state_dict(), "step": step}, lambda: export_vae(vae, out))
+
     while step < steps and not run.should_stop(step):
         for group in opt.param_groups:
             group["lr"] = cosine_lr(step, steps, lr, 50)
@@ -147,11 +158,9 @@ def train_vae(out: Path, seed: int, steps: int, minutes: float | None, batch: in
         step += 1
         if step % 20 == 0:
             run.log(step, steps, mse=mse.item(), commit=commit.item())
-        if step % SAVE_EVERY == 0 or step == steps:
-            run.save({"model": vae.state_dict(), "opt": opt.state_dict(), "step": step})
-            export_vae(vae, out)
-    run.save({"model": vae.state_dict(), "opt": opt.state_dict(), "step": step})  # where a stop left off
-    export_vae(vae, out)
+        if step % SAVE_EVERY == 0:
+            save()
+    save()  # the end, or where a stop left off
     return out / VAE_FILE
 
 
@@ -299,8 +308,7 @@ def train_transformer(out: Path, seed: int, steps: int, minutes: float | None, b
     def save():
         state = {"model": model.state_dict(), "t5": t5.state_dict(), "opt": opt.state_dict(), "step": step,
                  "steps": steps, "fitted": fitted}
-        run.save(state)
-        export_transformer(model, t5, out, cfg)
+        run.save(state, lambda: export_transformer(model, t5, out, cfg))
 
     while step < steps and not run.should_stop(step):
         if fit_minutes and step == 10:
@@ -333,9 +341,9 @@ def train_transformer(out: Path, seed: int, steps: int, minutes: float | None, b
         if step % 50 == 0:
             run.log(step, steps, loss=loss.item(), bit_acc=acc, last_scale=whole[-1].item(),
                     first_scales=whole[:3].mean().item(), lr=opt.param_groups[0]["lr"])
-        if step % SAVE_EVERY == 0 or step == steps:
+        if step % SAVE_EVERY == 0:
             save()
-    save()
+    save()  # the end, or where a stop left off
     return out / MODEL_FILE
 
 
@@ -474,6 +482,10 @@ def train_reward(out: Path, seed: int, steps: int, minutes: float | None, batch:
         opt.load_state_dict(ckpt["opt"])
         step = ckpt["step"]
     clip.train()
+
+    def save():
+        run.save({"model": clip.state_dict(), "opt": opt.state_dict(), "step": step}, lambda: export_clip(clip, folder))
+
     while step < steps and not run.should_stop(step):
         for group in opt.param_groups:
             group["lr"] = cosine_lr(step, steps, lr, 50)
@@ -486,11 +498,9 @@ def train_reward(out: Path, seed: int, steps: int, minutes: float | None, batch:
         step += 1
         if step % 20 == 0:
             run.log(step, steps, loss=loss.item(), hard_acc=hard_acc.item())
-        if step % SAVE_EVERY == 0 or step == steps:
-            run.save({"model": clip.state_dict(), "opt": opt.state_dict(), "step": step})
-            export_clip(clip, folder)
-    run.save({"model": clip.state_dict(), "opt": opt.state_dict(), "step": step})
-    export_clip(clip, folder)
+        if step % SAVE_EVERY == 0:
+            save()
+    save()  # the end, or where a stop left off
     return folder
 
 
