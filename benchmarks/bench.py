@@ -29,13 +29,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ttsvar_core.checkpoints import build_random  # noqa: E402
-from ttsvar_core.config import PRESETS, VAE_PRESETS, InfinityConfig  # noqa: E402
-from ttsvar_core.engine import BatchSchedule, run_search, schedule_for  # noqa: E402
-from ttsvar_core.engine.strategies import selection_side  # noqa: E402
-from ttsvar_core.offload import BlockStreamer  # noqa: E402
-from ttsvar_core.sampling import SamplingParams  # noqa: E402
-from ttsvar_core.schedules import get_schedule  # noqa: E402
+from ttsvar_core.model.checkpoints import build_random  # noqa: E402
+from ttsvar_core.model.config import PRESETS, VAE_PRESETS, InfinityConfig  # noqa: E402
+from ttsvar_core.engine import (BatchSchedule, Prompts, RunOptions, ScaleDone, Scorers,  # noqa: E402
+                                 SearchRequest, run_search, schedule_for)
+from ttsvar_core.model.config import pixels_per_token  # noqa: E402
+from ttsvar_core.model.offload import BlockStreamer  # noqa: E402
+from ttsvar_core.model.sampling import SamplingParams  # noqa: E402
+from ttsvar_core.model.schedules import get_schedule  # noqa: E402
 
 # A CPU configuration with the cost proportions of the real model: one candidate's transformer passes
 # cost about ten full-size decodes (2B at 1M: 92.7 TFLOP per candidate with guidance vs 9.8 TFLOP per
@@ -157,8 +158,8 @@ def cost_proportions(cfg: InfinityConfig, budget: str) -> dict:
 
 
 def _meta_parts(cfg: InfinityConfig):
-    from ttsvar_core.infinity import Infinity
-    from ttsvar_core.vae import BSQVAE
+    from ttsvar_core.model.infinity import Infinity
+    from ttsvar_core.model.vae import BSQVAE
     with torch.device("meta"):
         return Infinity(cfg), BSQVAE(cfg.vae)
 
@@ -196,14 +197,14 @@ def selection_floors(cfg: InfinityConfig, budget: str, batch: BatchSchedule) -> 
     model, vae = _meta_parts(cfg)
     weights = _linear_weights(model)
     schedule = get_schedule(1.0, budget)
-    per_token = cfg.vae.patch_size * (2 if cfg.apply_spatial_patchify else 1)
+    per_token = pixels_per_token(cfg, cfg.vae)
     full_side = max(schedule[-1]) * per_token
     scorer = vit_l_gflop()
     floors = []
     for si in sorted(batch.cluster_scales + batch.resample_scales):
         live = batch.sizes[si - 1] if si > 0 else batch.sizes[0]
         h, w = schedule[si]
-        side = min(selection_side(batch, si, schedule, per_token) or full_side, full_side)
+        side = min(batch.decode_policy.side_at(si, schedule, per_token) or full_side, full_side)
         step = 2 * weights * 2 * live * h * w / 1e9
         decode = live * _decode_gflop(vae, cfg.vae.codebook_dim, max(1, side // cfg.vae.patch_size))
         floors.append({"event": batch.event(si), "after_scale": si, "tokens": h * w, "candidates": live,
@@ -217,7 +218,7 @@ def make_scorers(device):
     through the same loaders as ImageReward/DINOv2 files (their cost is small next to the transformer's
     even at full size: ~0.3 TFLOP per image against ~90 TFLOP for one 2B candidate at 1M)."""
     from ttsvar_core.scorers import load_feature_extractor, load_reward
-    from ttsvar_core.tiny_scorers import write_tiny_scorers
+    from ttsvar_core.testing.tiny_scorers import write_tiny_scorers
     folder = Path(tempfile.mkdtemp(prefix="ttsvar-bench-"))
     paths = write_tiny_scorers(folder)
     reward = load_reward("clip", paths["clip"], device=device)
@@ -242,20 +243,25 @@ def exact_cpu_peak(run) -> int:
     return max(e["Total Allocated"] for e in events) - before
 
 
-def time_run(model, vae, feats, lens, prompts, schedule, params, batch, reward, extractor, device, offload):
+def event_kind(event) -> str:
+    if isinstance(event, ScaleDone):
+        return "step"
+    return event.record.event  # "cluster", "resample" or "final"
+
+
+def time_run(model, vae, request: SearchRequest, device):
     marks = []
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
-    def callback(event, state, record):
+    def on_event(event):
         sync()
-        marks.append((event, time.perf_counter()))
+        marks.append((event_kind(event), time.perf_counter()))
 
     meter = CudaPeak() if device.type == "cuda" else CpuPeak()
     with meter:
         sync()
         t0 = time.perf_counter()
-        result = run_search(model, vae, feats, lens, prompts, schedule, params, batch, seed=0, reward=reward,
-                            extractor=extractor, callback=callback, offload_idle=offload)
+        result = run_search(model, vae, request, on_event)
         sync()
         wall = time.perf_counter() - t0
     step_times, selections, last = [], [], t0
@@ -295,19 +301,22 @@ def main(argv=None):
     model, vae = build_random(cfg, seed=0, device=device, dtype=dtype)
     schedule = get_schedule(1.0, args.budget)
     reward, extractor = make_scorers(device)
-    prompts = ["a photo of a cat"]
     feats = torch.randn(12, cfg.text_channels, generator=torch.Generator().manual_seed(0)) * 0.5
-    lens = [12]
+    prompts = Prompts(("a photo of a cat",), feats, (12,))
     params = SamplingParams(cfg=3.0, tau=0.5)
     guided = True
     # warm-up: first calls allocate kernels and caches
     # (and TTS-VAR's selections import scikit-learn once: steady-state memory, not import costs, is compared)
     for strategy in ("bon", "tts-var"):
-        run_search(model, vae, feats, lens, prompts, schedule, params, schedule_for(strategy, 1, len(schedule)),
-                   reward=reward, extractor=extractor)
-    run = partial(measure, model=model, vae=vae, feats=feats, lens=lens, prompts=prompts, schedule=schedule,
+        run_search(model, vae, SearchRequest(prompts, tuple(schedule), params, schedule_for(strategy, 1, len(schedule)),
+                                             scorers=Scorers(reward, extractor)))
+    run = partial(measure, model=model, vae=vae, prompts=prompts, schedule=schedule,
                   params=params, reward=reward, extractor=extractor, device=device, guided=guided)
-    search = partial(run_search, model, vae, feats, lens, prompts, schedule, params, reward=reward, extractor=extractor)
+    def search(batch, offload_idle):
+        return run_search(model, vae, SearchRequest(prompts, tuple(schedule), params, batch,
+                                                    scorers=Scorers(reward, extractor),
+                                                    options=RunOptions(offload_idle=offload_idle)))
+
     exact = args.exact_memory and device.type == "cpu"
     plan = [("raw", 1, "fixed")] + [(s, n, r) for n in args.n for s, r in
                                     (("bon", "fixed"), ("tts-var", "fixed"), ("tts-var", "scale"))]
@@ -335,18 +344,19 @@ def main(argv=None):
     return report
 
 
-def measure(strategy, n, *, model, vae, feats, lens, prompts, schedule, params, reward, extractor, device, guided,
+def measure(strategy, n, *, model, vae, prompts: Prompts, schedule, params, reward, extractor, device, guided,
             offload, resolution="fixed"):
     batch = schedule_for(strategy, n, len(schedule), selection_resolution=resolution)
-    result, wall, steps, selections, meter = time_run(model, vae, feats, lens, prompts, schedule, params, batch,
-                                                      reward, extractor, device, offload=offload)
+    request = SearchRequest(prompts, tuple(schedule), params, batch, scorers=Scorers(reward, extractor),
+                            options=RunOptions(offload_idle=offload))
+    result, wall, steps, selections, meter = time_run(model, vae, request, device)
     label = strategy + (" (scale res)" if resolution == "scale" else "") + (" (low memory)" if offload else "")
     print(f"  {label:22s} N={n}: {wall:7.3f} s", file=sys.stderr)
     return {"strategy": label, "n": n, "wall_s": wall, "step_s": steps, "selections": selections,
             "selection_s": sum(s["seconds"] for s in selections if s["event"] != "final"),
             "final_s": sum(s["seconds"] for s in selections if s["event"] == "final"),
             "token_passes": token_passes(result.trace, schedule, guided),
-            "predicted_passes": predicted_passes(batch, schedule, len(prompts), guided),
+            "predicted_passes": predicted_passes(batch, schedule, len(prompts.texts), guided),
             "peak_bytes": meter.bytes, "peak_total_bytes": getattr(meter, "total", None),
             "peak_rss_bytes": getattr(meter, "rss_bytes", None), "sizes": list(batch.sizes)}
 

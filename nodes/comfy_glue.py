@@ -20,6 +20,7 @@ import torch
 from comfy_execution.utils import get_executing_context
 from server import PromptServer
 
+from ..ttsvar_core.model.files import INDEX_FILES
 from . import previews
 
 CANDIDATES_EVENT = "ttsvar.candidates"
@@ -27,7 +28,6 @@ SCALE_EVENT = "ttsvar.scale"
 THUMBNAIL_SUBFOLDER = "ttsvar"
 
 # A folder holding one of these is one model (Hugging Face layout or 8B shards), listed as one entry.
-INDEX_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 FOLDER_MARKERS = INDEX_FILES + ("config.json",)
 
 

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import re
 
-from ..ttsvar_core.pipeline import InfinityPipeline
+from ..ttsvar_core.model.config import PAIRING_HINT, RELEASES
+from ..ttsvar_core.model.pipeline import InfinityPipeline
 from ..ttsvar_core.scorers import feature_extractor_kinds, load_feature_extractor, load_reward, reward_kinds
 from . import comfy_glue as glue
 from .options import DTYPE_CHOICES
@@ -12,9 +13,8 @@ from .types import FEATURES, MODEL, REWARD
 NO_FILE = "none"
 
 # Released file names (lower case, split at non-alphanumerics) -> which model they belong to.
-_MODEL_FAMILY = {"2b": "Infinity-2B", "8b": "Infinity-8B"}
-_VAE_FAMILY = {"d32reg": "Infinity-2B", "d32": "Infinity-2B", "d56": "Infinity-8B"}
-_PAIRS = "Infinity-2B pairs with infinity_vae_d32reg.pth, Infinity-8B with infinity_vae_d56_f8_14_patchify.pth"
+_MODEL_FAMILY = {word: family for family, r in RELEASES.items() for word in r["model_words"]}
+_VAE_FAMILY = {word: family for family, r in RELEASES.items() for word in r["vae_words"]}
 
 
 def _family(name: str, table: dict) -> str | None:
@@ -28,7 +28,7 @@ def pairing_problem(model: str, vae: str) -> str | None:
     model_family, vae_family = _family(model, _MODEL_FAMILY), _family(vae, _VAE_FAMILY)
     if model_family and vae_family and model_family != vae_family:
         return (f"the VAE {vae} belongs to {vae_family} but the model {model} is {model_family}: "
-                f"choose the matching VAE ({_PAIRS})")
+                f"choose the matching VAE ({PAIRING_HINT})")
     return None
 
 

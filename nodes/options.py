@@ -9,7 +9,7 @@ from dataclasses import replace
 
 from ..ttsvar_core.engine import BatchSchedule, preset
 from ..ttsvar_core.engine.schedule import FEATURE_MODES, POTENTIALS
-from ..ttsvar_core.schedules import PIXEL_BUDGETS, validate_schedule
+from ..ttsvar_core.model.schedules import PIXEL_BUDGETS, validate_schedule
 
 # Aspect-ratio templates of Infinity as width:height labels -> the template's height/width key.
 ASPECT_RATIOS = {
@@ -80,7 +80,7 @@ def num_scales(pixel_budget: str, custom: tuple | None) -> int:
     return PIXEL_BUDGETS[pixel_budget]
 
 
-def build_batch_schedule(preset_label: str, n: int, scales: int, batch_sizes: str = "", cluster_scales: str = "",
+def schedule_from_widgets(preset_label: str, n: int, scales: int, batch_sizes: str = "", cluster_scales: str = "",
                          resample_scales: str = "", potential: str = "value", lam: float = 10.0,
                          feature_mode: str = "pca", selection_decode: str = "448 px") -> BatchSchedule:
     """A preset for `scales` scales with the user's edits. Empty text keeps the preset's value; 'none'

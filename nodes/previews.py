@@ -74,24 +74,22 @@ def selection_grid(stage: str, before, vae, prompts, record: dict, side, save) -
     `before` is the state the selection ran on and `side` the size it decoded at: the decoded images are
     memoised in the state, so this costs no decode."""
     images = before.decode(vae, max_side=side)
-    copies = Counter(record["kept"])
-    scores: dict[int, float] = {}
-    for group in record.get("groups", []):
-        scores.update(zip(group["candidates"], group.get("scores", [])))
+    copies = Counter(record.kept)
+    scores = record.scores_by_candidate()
     entries = []
     for i in range(before.num_candidates):
         count = copies.get(i, 0)
         status = "dropped" if count == 0 else "kept" if count == 1 else "duplicated"
         entries.append(_entry(before, i, status, count, scores.get(i)))
-    note = f"potential {record['potential']}, lambda {record['lambda']:g}" if stage == "resample" else ""
+    note = f"potential {record.potential}, lambda {record.lam:g}" if stage == "resample" else ""
     return _grid(stage, before, images, prompts, entries, note, save)
 
 
 def final_grid(state, vae, prompts, record: dict, save) -> dict:
     """Every finalist with its final reward; the pick of each prompt marked."""
     images = state.decode(vae)
-    picks = {group["pick"] for group in record["groups"]}
+    picks = set(record.picks)
     scores = state.scores[:, state.scale - 1]
     entries = [_entry(state, i, "picked" if i in picks else "finalist", 1, scores[i])
                for i in range(state.num_candidates)]
-    return _grid("final", state, images, prompts, entries, f"mode {record.get('mode', 'best')}", save)
+    return _grid("final", state, images, prompts, entries, f"mode {record.mode}", save)

@@ -9,22 +9,21 @@ from dataclasses import replace
 
 import torch
 
-from ..ttsvar_core.engine import BatchSchedule, SearchState, cluster_step, final_pick, resample_step, run_search
-from ..ttsvar_core.engine.strategies import needs, selection_side
-from ..ttsvar_core.sampling import SamplingParams
+from ..ttsvar_core.engine import (DecodePolicy, ScaleDone, Scorers, SearchDone, SearchRequest, SearchState,
+                                  SelectionDone, cluster_step, final_pick, resample_step, run_search)
+from ..ttsvar_core.model.sampling import SamplingParams
 from . import comfy_glue as glue
 from . import previews
 from .options import (ASPECT_RATIOS, FEATURE_MODE_CHOICES, PICK_MODES, PIXEL_BUDGET_CHOICES, POTENTIAL_CHOICES,
-                      SCALES_TOOLTIP, SCHEDULE_PRESETS, SELECTION_DECODES, build_batch_schedule, num_scales,
+                      SCALES_TOOLTIP, SCHEDULE_PRESETS, SELECTION_DECODES, schedule_from_widgets, num_scales,
                       parse_scales)
-from .types import (CONDITIONING, FEATURES, IMAGE, MODEL, REWARD, SCHEDULE, STATE, Candidates, Conditioning,
-                    SearchSchedule)
+from .types import CONDITIONING, FEATURES, IMAGE, MODEL, REWARD, SCHEDULE, STATE, Candidates, SearchSchedule
 
 CATEGORY = "TTS-VAR"
 MAX_SEED = 2 ** 63 - 1
 # Side (px) at which the node-by-node selections decode candidates for reward and feature models, and at
 # which the Step node decodes its preview: the same size, so a selection after a Step reuses that decode.
-SELECTION_SIDE = BatchSchedule().selection_side
+SELECTION_SIDE = DecodePolicy().side
 
 
 def to_image(uint8_images: torch.Tensor) -> torch.Tensor:
@@ -98,10 +97,8 @@ class TTSVARTextEncode:
         if not prompt.strip():
             raise ValueError("the prompt is empty: type what the image should show")
         with glue.text_encoder_on_device(model):
-            features, lens, negative = model.encode([prompt], negative_prompt.strip() or None)
-        device = model.model.device
-        negative = None if negative is None else (negative[0].to(device), tuple(negative[1]))
-        return (Conditioning((prompt,), negative_prompt, features.to(device), tuple(lens), negative),)
+            prompts = model.encode([prompt], negative_prompt.strip() or None)
+        return (prompts.to(model.model.device),)
 
 
 class TTSVARStart:
@@ -146,7 +143,7 @@ class TTSVARStart:
         # no KV-cache room yet: each Step node allocates room for exactly the scales it generates
         state = SearchState.start(model.model, conditioning.features, list(conditioning.lens), schedule, params,
                                   candidates, seed=seed, negative=conditioning.negative, capacity_scales=1)
-        return (Candidates(state, model, conditioning.prompts),)
+        return (Candidates(state, model, conditioning.texts),)
 
 
 class TTSVARStep:
@@ -322,7 +319,7 @@ class TTSVARBatchSchedule:
             return True  # a linked value is known only at run time; build() checks it then
         try:
             scales = num_scales(pixel_budget, parse_scales(custom_scales))
-            build_batch_schedule(preset, 1, scales, batch_sizes, cluster_scales, resample_scales)
+            schedule_from_widgets(preset, 1, scales, batch_sizes, cluster_scales, resample_scales)
         except ValueError as e:
             return f"invalid schedule: {e}"
         return True
@@ -330,7 +327,7 @@ class TTSVARBatchSchedule:
     def build(self, preset, n, pixel_budget, batch_sizes, cluster_scales, resample_scales, potential, lam,
               feature_mode, custom_scales="", selection_decode="448 px"):
         custom = parse_scales(custom_scales)
-        batch = build_batch_schedule(preset, n, num_scales(pixel_budget, custom), batch_sizes, cluster_scales,
+        batch = schedule_from_widgets(preset, n, num_scales(pixel_budget, custom), batch_sizes, cluster_scales,
                                      resample_scales, potential, lam, feature_mode, selection_decode)
         return (SearchSchedule(batch, preset, pixel_budget, custom),)
 
@@ -357,7 +354,7 @@ class TTSVARSampler:
 
     def sample(self, model, conditioning, schedule, aspect_ratio, seed, cfg, tau, top_k, top_p, reward=None,
                features=None):
-        need_reward, need_features = needs(schedule.batch)
+        need_reward, need_features = schedule.batch.needs()
         if need_reward and reward is None:
             raise ValueError(f"the {schedule.preset} schedule scores candidates: connect a TTS-VAR Load Reward "
                              "Model node to the reward input")
@@ -365,39 +362,33 @@ class TTSVARSampler:
             raise ValueError(f"the {schedule.preset} schedule clusters candidates: connect a TTS-VAR Load Feature "
                              "Extractor node to the features input")
         scales = image_schedule(model, aspect_ratio, schedule.pixel_budget, schedule.custom_scales)
-        params = SamplingParams(cfg=cfg, tau=tau, top_k=top_k, top_p=top_p)
-        prompts = list(conditioning.prompts)
-        # previews show the images the selections decoded (the same size, so no second decode)
-        events = SamplerEvents(model.vae, prompts, len(scales),
-                               lambda si: selection_side(schedule.batch, si, scales, model.pixels_per_token))
+        request = SearchRequest(conditioning, tuple(scales), SamplingParams(cfg=cfg, tau=tau, top_k=top_k, top_p=top_p),
+                                schedule.batch, seed=seed, scorers=Scorers(reward, features))
+        events = SamplerEvents(model.vae, list(conditioning.texts), len(scales))
         glue.check_interrupt()
         with glue.scorer_on_device(reward), glue.scorer_on_device(features):
-            result = run_search(model.model, model.vae, conditioning.features, list(conditioning.lens), prompts,
-                                scales, params, schedule.batch, seed=seed, reward=reward, extractor=features,
-                                negative=conditioning.negative, callback=events)
-        final = Candidates(result.state, model, conditioning.prompts)
+            result = run_search(model.model, model.vae, request, events)
+        final = Candidates(result.state, model, conditioning.texts)
         return {"ui": events.ui, "result": (to_image(result.chosen), to_image(result.images), final)}
 
 
 class SamplerEvents:
-    """run_search's callback in the sampler: progress per scale, and a candidate grid at every clustering,
-    resampling and the final pick (the grid of a selection shows the candidates it chose from, which are
-    the ones the preceding step produced)."""
+    """run_search's event handler in the sampler: progress per scale, and a candidate grid at every
+    clustering, resampling and the final pick (a selection's grid shows the candidates it chose from, at the
+    size it decoded them, so the grid costs no second decode)."""
 
-    def __init__(self, vae, prompts, scales: int, side_at):
-        self.vae, self.prompts, self.side_at = vae, prompts, side_at
+    def __init__(self, vae, prompts, scales: int):
+        self.vae, self.prompts = vae, prompts
         self.progress = glue.ScaleProgress(0, scales)
-        self.stepped = None
         self.ui = {}
 
-    def __call__(self, event, state, record):
-        if event == "step":
-            self.progress(state)
-            self.stepped = state
-        elif event in ("cluster", "resample"):
-            self.ui = glue.send_candidates(previews.selection_grid(event, self.stepped, self.vae, self.prompts,
-                                                                   record, self.side_at(self.stepped.scale - 1),
+    def __call__(self, event):
+        if isinstance(event, ScaleDone):
+            self.progress(event.state)
+        elif isinstance(event, SelectionDone):
+            self.ui = glue.send_candidates(previews.selection_grid(event.record.event, event.before, self.vae,
+                                                                   self.prompts, event.record, event.decode_side,
                                                                    glue.save_thumbnail))
-        elif event == "final":
-            self.ui = glue.send_candidates(previews.final_grid(state, self.vae, self.prompts, record,
+        elif isinstance(event, SearchDone):
+            self.ui = glue.send_candidates(previews.final_grid(event.state, self.vae, self.prompts, event.record,
                                                                glue.save_thumbnail))

@@ -7,40 +7,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
 from ..ttsvar_core.engine import BatchSchedule, SearchState
-from ..ttsvar_core.pipeline import InfinityPipeline
+from ..ttsvar_core.model.pipeline import InfinityPipeline
 
 # Socket type names, as they appear on node inputs and outputs.
 MODEL = "TTSVAR_MODEL"                 # InfinityPipeline: transformer + VAE + T5 text encoder
-CONDITIONING = "TTSVAR_CONDITIONING"   # Conditioning
+CONDITIONING = "TTSVAR_CONDITIONING"   # ttsvar_core.engine.Prompts
 STATE = "TTSVAR_STATE"                 # Candidates
 SCHEDULE = "TTSVAR_SCHEDULE"           # SearchSchedule
 REWARD = "TTSVAR_REWARD"               # ttsvar_core.scorers.Reward
 FEATURES = "TTSVAR_FEATURES"           # ttsvar_core.scorers.FeatureExtractor
 IMAGE = "IMAGE"                        # ComfyUI's image batch: float32 [B, H, W, 3] in 0..1
 
-__all__ = ["MODEL", "CONDITIONING", "STATE", "SCHEDULE", "REWARD", "FEATURES", "IMAGE", "Conditioning",
+__all__ = ["MODEL", "CONDITIONING", "STATE", "SCHEDULE", "REWARD", "FEATURES", "IMAGE",
            "Candidates", "SearchSchedule"]
 
 
 # eq=False: values holding tensors compare (and hash) by identity, never element by element
-@dataclass(frozen=True, eq=False)
-class Conditioning:
-    """Encoded prompts: T5 rows of every prompt, their lengths, and the optional negative prompt's rows."""
-
-    prompts: tuple[str, ...]
-    negative_prompt: str
-    features: torch.Tensor
-    lens: tuple[int, ...]
-    negative: tuple | None          # (features, lens) of the negative prompt, one copy per prompt
-
-    @property
-    def channels(self) -> int:
-        return int(self.features.shape[-1])
-
-
 @dataclass(frozen=True, eq=False)
 class Candidates:
     """What flows between the search nodes: the candidate state plus what later nodes need with it

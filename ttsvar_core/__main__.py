@@ -12,14 +12,14 @@ def main(argv=None) -> int:
     tiny.add_argument("out", help="output folder (gets infinity/, infinity_vae/, text_encoders/)")
     tiny.add_argument("--seed", type=int, default=0)
     from .cli import add_generate_parser
-    from .demo import add_demo_parser
-    from .evaluation import add_evaluate_parser
+    from .shapesworld.demo import add_demo_parser
+    from .shapesworld.experiments import add_evaluate_parser
     add_generate_parser(sub)
     add_demo_parser(sub)
     add_evaluate_parser(sub)
     args = ap.parse_args(argv)
     if args.command == "make-tiny":
-        from .tiny_models import write_tiny_models
+        from .testing.tiny_models import write_tiny_models
         for name, path in write_tiny_models(args.out, args.seed).items():
             print(f"{name:32s} {path}")
         return 0

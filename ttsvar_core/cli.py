@@ -7,7 +7,10 @@ from pathlib import Path
 
 import torch
 
-STRATEGY_CHOICES = ("raw", "bon", "is", "tts-var")
+from .engine.schedule import FEATURE_MODES, POTENTIALS, SELECTION_RESOLUTIONS
+from .engine.strategies import STRATEGIES
+from .model.dtypes import DTYPE_NAMES
+from .model.schedules import PIXEL_BUDGETS
 
 
 def int_list(text: str) -> tuple[int, ...]:
@@ -31,12 +34,12 @@ def add_generate_parser(sub):
     p.add_argument("--text-encoder", required=True, help="local flan-t5-xl folder")
     p.add_argument("--prompt", action="append", required=True, help="repeat for several prompts")
     p.add_argument("--negative-prompt", default=None)
-    p.add_argument("--strategy", choices=STRATEGY_CHOICES, default="tts-var")
+    p.add_argument("--strategy", choices=tuple(STRATEGIES), default="tts-var")
     p.add_argument("--n", type=int, default=1, help="N: the batch schedule is multiplied by it")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="output folder for images and the trace")
     p.add_argument("--aspect-ratio", type=float, default=1.0, help="h/w, snapped to the 15 templates")
-    p.add_argument("--pixel-budget", default="1M", choices=("0.06M", "0.25M", "0.60M", "1M"))
+    p.add_argument("--pixel-budget", default="1M", choices=tuple(PIXEL_BUDGETS))
     p.add_argument("--schedule", type=schedule_arg, default=None, help="custom scales, e.g. 1x1,2x2,4x4")
     p.add_argument("--cfg", type=float_list, default=3.0, help="one value or one per scale")
     p.add_argument("--tau", type=float_list, default=0.5, help="one value or one per scale")
@@ -45,13 +48,13 @@ def add_generate_parser(sub):
     p.add_argument("--batch-sizes", type=int_list, default=None, help="base sizes per scale (times N)")
     p.add_argument("--cluster-scales", type=int_list, default=None)
     p.add_argument("--resample-scales", type=int_list, default=None)
-    p.add_argument("--potential", choices=("value", "diff", "max", "sum"), default=None)
+    p.add_argument("--potential", choices=POTENTIALS, default=None)
     p.add_argument("--lam", type=float, default=None, help="resampling temperature lambda")
-    p.add_argument("--feature-mode", choices=("pca", "pool", "global"), default=None)
+    p.add_argument("--feature-mode", choices=FEATURE_MODES, default=None)
     p.add_argument("--selection-side", type=int, default=None,
                    help="decode candidates at most this many pixels wide for clustering/resampling "
                         "(default 448; 0: full size, as the reference)")
-    p.add_argument("--selection-resolution", choices=("fixed", "scale"), default="fixed",
+    p.add_argument("--selection-resolution", choices=SELECTION_RESOLUTIONS, default="fixed",
                    help="fixed: selections decode at --selection-side; scale: a selection after scale k decodes at "
                         "scale k's token grid (one latent cell per token, at most --selection-side): much cheaper "
                         "early selections, but a lower picked reward on ShapesWorld (docs/shapesworld_results.md)")
@@ -61,7 +64,7 @@ def add_generate_parser(sub):
     p.add_argument("--features", default="dinov2", help="feature extractor kind (dinov2, inception)")
     p.add_argument("--features-file", default=None)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default=None,
+    p.add_argument("--dtype", choices=DTYPE_NAMES, default=None,
                    help="transformer block dtype (default bf16 on GPU, fp32 on CPU)")
     p.add_argument("--shared-generator", action="store_true",
                    help="one random generator for all candidates, as the reference code (parity runs)")
@@ -70,7 +73,7 @@ def add_generate_parser(sub):
     return p
 
 
-def build_batch_schedule(args, num_scales: int):
+def batch_schedule_from_args(args, num_scales: int):
     from .engine import schedule_for
     overrides = dict(cluster_scales=args.cluster_scales, resample_scales=args.resample_scales,
                      potential=args.potential, lam=args.lam, feature_mode=args.feature_mode)
@@ -85,8 +88,7 @@ def build_batch_schedule(args, num_scales: int):
 
 
 def load_scorers(args, batch, device):
-    from .engine.strategies import needs
-    need_reward, need_features = needs(batch)
+    need_reward, need_features = batch.needs()
     reward = extractor = None
     if need_reward:
         if not args.reward_file:
@@ -108,28 +110,28 @@ def run_generate(args) -> int:
     from PIL import Image
     from tqdm import tqdm
 
-    from .engine import run_search
-    from .pipeline import InfinityPipeline
-    from .sampling import SamplingParams
+    from .engine import RunOptions, ScaleDone, Scorers, SearchRequest, run_search
+    from .model.pipeline import InfinityPipeline
+    from .model.sampling import SamplingParams
 
     device = torch.device(args.device)
     dtype = args.dtype or ("bf16" if device.type == "cuda" else "fp32")
     pipe = InfinityPipeline.load(args.model, args.vae, args.text_encoder, device=device, dtype=dtype)
     schedule = pipe.schedule(args.aspect_ratio, args.pixel_budget, args.schedule)
-    batch = build_batch_schedule(args, len(schedule))
+    batch = batch_schedule_from_args(args, len(schedule))
     reward, extractor = load_scorers(args, batch, device)
-    params = SamplingParams(cfg=args.cfg, tau=args.tau, top_k=args.top_k, top_p=args.top_p).validate(len(schedule))
-    features, lens, negative = pipe.encode(args.prompt, args.negative_prompt)
+    params = SamplingParams(cfg=args.cfg, tau=args.tau, top_k=args.top_k, top_p=args.top_p)
+    request = SearchRequest(pipe.encode(args.prompt, args.negative_prompt), tuple(schedule), params, batch,
+                            seed=args.seed, scorers=Scorers(reward, extractor),
+                            options=RunOptions(shared_generator=args.shared_generator)).check_inputs(pipe.model)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     with tqdm(total=len(schedule), desc=f"{args.strategy} N={args.n}", unit="scale") as bar:
-        def progress(event, state, record):
-            if event == "step":
-                bar.set_postfix(live=state.num_candidates)
+        def progress(event):
+            if isinstance(event, ScaleDone):
+                bar.set_postfix(live=event.state.num_candidates)
                 bar.update(1)
-        result = run_search(pipe.model, pipe.vae, features, lens, args.prompt, schedule, params, batch,
-                            seed=args.seed, reward=reward, extractor=extractor, negative=negative,
-                            shared_generator=args.shared_generator, callback=progress)
+        result = run_search(pipe.model, pipe.vae, request, progress)
     for p, pick in enumerate(result.picks):
         Image.fromarray(result.images[pick].numpy()).save(out / f"prompt{p}_chosen.png")
         for rank, j in enumerate((result.prompt_of == p).nonzero().squeeze(1).tolist()):

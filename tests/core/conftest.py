@@ -24,7 +24,7 @@ def offline(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_files(tmp_path_factory):
-    from ttsvar_core.tiny_models import write_tiny_models
+    from ttsvar_core.testing.tiny_models import write_tiny_models
     return write_tiny_models(tmp_path_factory.mktemp("tiny_models"))
 
 

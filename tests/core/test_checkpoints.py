@@ -6,9 +6,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from ttsvar_core.checkpoints import CheckpointError, TensorSource, load_infinity, load_vae
-from ttsvar_core.config import PRESETS
-from ttsvar_core.text import TextEncoder, TextEncoderError
+from ttsvar_core.model.checkpoints import CheckpointError, TensorSource, load_infinity, load_vae
+from ttsvar_core.model.config import PRESETS
+from ttsvar_core.model.text import TextEncoder, TextEncoderError
 
 
 def params(model):

@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from ttsvar_core import parity
+from ttsvar_core.testing import parity
 
 
 def test_golden_and_manifests_pass(capsys, golden_path, manifests):

@@ -2,10 +2,10 @@
 import pytest
 import torch
 
-from ttsvar_core.checkpoints import build_random
-from ttsvar_core.config import PRESETS
-from ttsvar_core.sampling import (SamplingParams, decode_images, forward_full, generate, to_uint8)
-from ttsvar_core.tiny_models import TINY_PATCHIFY
+from ttsvar_core.model.checkpoints import build_random
+from ttsvar_core.model.config import PRESETS
+from ttsvar_core.model.sampling import (SamplingParams, decode_images, forward_full, generate, to_uint8)
+from ttsvar_core.testing.tiny_models import TINY_PATCHIFY
 
 SCHEDULE = [(1, 1), (2, 2), (3, 3), (4, 4)]
 
@@ -89,7 +89,7 @@ def test_bad_sampling_parameters(tiny):
 
 
 def test_block_streaming_gives_the_same_result(tiny):
-    from ttsvar_core.offload import BlockStreamer
+    from ttsvar_core.model.offload import BlockStreamer
     model, _ = build_random(PRESETS["tiny"], seed=3)
     feats, lens = text([4])
     params = SamplingParams(top_k=1, top_p=0.0)

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from ttsvar_core.schedules import (ASPECT_RATIOS, PIXEL_BUDGETS, SCHEDULES_1M, get_schedule, image_size,
+from ttsvar_core.model.schedules import (ASPECT_RATIOS, PIXEL_BUDGETS, SCHEDULES_1M, get_schedule, image_size,
                                    rope_positions, snap_aspect_ratio, validate_schedule)
 
 # (pixel size H x W, total tokens) per ratio and budget, from the official tables

@@ -10,8 +10,8 @@ Fixtures for tests:
     comfy_page    (function) ComfyPage: a Playwright page with the ComfyUI frontend loaded
     artifacts     (session) Path of the artifacts folder (TTSVAR_ARTIFACTS)
     tiny_models   (session) tiny random Infinity/VAE/T5 files and a tiny CLIP reward and DINOv2
-                  written into the server's model folders: {name: Path} (ttsvar_core.tiny_models,
-                  ttsvar_core.tiny_scorers)
+                  written into the server's model folders: {name: Path} (ttsvar_core.testing.tiny_models,
+                  ttsvar_core.testing.tiny_scorers)
     workflows     (session) the workflow_lib module: shipped workflows, UI -> API conversion, the
                   test-time swaps to tiny files, and page scripts that build and edit workflows
 
@@ -630,8 +630,8 @@ def workflows():
 @pytest.fixture(scope="session")
 def tiny_models(comfy_server) -> dict:
     """Written after the server started: ComfyUI lists model folders afresh when their contents change."""
-    from ttsvar_core.tiny_models import write_tiny_models
-    from ttsvar_core.tiny_scorers import write_tiny_scorers
+    from ttsvar_core.testing.tiny_models import write_tiny_models
+    from ttsvar_core.testing.tiny_scorers import write_tiny_scorers
 
     paths = write_tiny_models(comfy_server.models_dir)
     paths.update(write_tiny_scorers(comfy_server.models_dir))

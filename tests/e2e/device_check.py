@@ -76,8 +76,8 @@ pack = importlib.util.module_from_spec(spec)
 sys.modules["ttsvar_pack"] = pack
 spec.loader.exec_module(pack)
 N = pack.NODE_CLASS_MAPPINGS
-from ttsvar_pack.ttsvar_core.tiny_models import write_tiny_models, write_t5  # noqa: E402
-from ttsvar_pack.ttsvar_core.tiny_scorers import write_tiny_scorers  # noqa: E402
+from ttsvar_pack.ttsvar_core.testing.tiny_models import write_tiny_models, write_t5  # noqa: E402
+from ttsvar_pack.ttsvar_core.testing.tiny_scorers import write_tiny_scorers  # noqa: E402
 
 models = work / "models"
 for name in ("infinity", "infinity_vae", "text_encoders", "ttsvar_rewards", "ttsvar_features"):
@@ -200,8 +200,8 @@ def part_a():
 def part_b():
     from safetensors.torch import save_file
 
-    from ttsvar_pack.ttsvar_core.checkpoints import build_random
-    from ttsvar_pack.ttsvar_core.config import PRESETS
+    from ttsvar_pack.ttsvar_core.model.checkpoints import build_random
+    from ttsvar_pack.ttsvar_core.model.config import PRESETS
 
     t = time.perf_counter()
     cfg = PRESETS[args.b_preset]

@@ -36,7 +36,7 @@ NOTE_NODE_BY_NODE = ("TTS-VAR as in the paper, one node per decision: 8 candidat
                      "draws 2, then 1. Each node shows its candidates: kept, dropped, duplicated, with scores.")
 NOTE_SMALL = ("Runs on a CPU in seconds with the small model files the pack's tests use. Write them with\n"
               "  python -m ttsvar_core make-tiny ComfyUI/models\n"
-              "  python -m ttsvar_core.tiny_scorers ComfyUI/models\n"
+              "  python -m ttsvar_core.testing.tiny_scorers ComfyUI/models\n"
               "(random weights: the images are noise, but every step of the search runs for real).")
 
 

@@ -3,8 +3,8 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from ttsvar_core.checkpoints import build_random
-from ttsvar_core.config import PRESETS
+from ttsvar_core.model.checkpoints import build_random
+from ttsvar_core.model.config import PRESETS
 
 SCHEDULE = [(1, 1), (2, 2), (3, 3), (4, 4), (5, 5)]
 

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from ttsvar_core.config import PRESETS
-from ttsvar_core.engine import run_search, schedule_for
-from ttsvar_core.sampling import SamplingParams
+from ttsvar_core.model.config import PRESETS
+from ttsvar_core.engine import Prompts, Scorers, SearchRequest, run_search, schedule_for
+from ttsvar_core.model.sampling import SamplingParams
 
 from .conftest import SCHEDULE
 
@@ -38,8 +38,9 @@ def test_token_passes_follow_the_schedule(bench, tiny, prompts, extractor, rewar
     model, vae = tiny
     feats, lens = prompts
     batch = schedule_for("tts-var", 1, len(SCHEDULE))
-    result = run_search(model, vae, feats, lens, ["a", "b"], SCHEDULE, SamplingParams(cfg=3.0), batch,
-                        reward=reward, extractor=extractor)
+    request = SearchRequest(Prompts(("a", "b"), feats, tuple(lens)), tuple(SCHEDULE), SamplingParams(cfg=3.0),
+                            batch, scorers=Scorers(reward, extractor))
+    result = run_search(model, vae, request)
     counted = bench.token_passes(result.trace, SCHEDULE, guided=True)
     assert counted == bench.predicted_passes(batch, SCHEDULE, prompts=2, guided=True)
     # by hand: scale si runs with the size left after scale si - 1, two rows per candidate, two prompts

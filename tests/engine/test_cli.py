@@ -11,8 +11,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
-    from ttsvar_core.tiny_models import write_tiny_models
-    from ttsvar_core.tiny_scorers import write_tiny_scorers
+    from ttsvar_core.testing.tiny_models import write_tiny_models
+    from ttsvar_core.testing.tiny_scorers import write_tiny_scorers
     root = tmp_path_factory.mktemp("cli_models")
     return {**write_tiny_models(root), **write_tiny_scorers(root)}
 

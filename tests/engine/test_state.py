@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from ttsvar_core.engine import SearchState, derive_seed
-from ttsvar_core.sampling import SamplingParams, generate
+from ttsvar_core.model.sampling import SamplingParams, generate
 
 SCHEDULE = [(1, 1), (2, 2), (3, 3), (4, 4), (5, 5)]
 PARAMS = SamplingParams(cfg=3.0, tau=1.0)

@@ -2,17 +2,22 @@
 import pytest
 import torch
 
-from ttsvar_core.engine import BatchSchedule, run_search, schedule_for
-from ttsvar_core.sampling import SamplingParams
+from ttsvar_core.engine import (BatchSchedule, Prompts, ScaleDone, Scorers, SearchDone, SearchRequest,
+                                 SelectionDone, run_search, schedule_for)
+from ttsvar_core.model.sampling import SamplingParams
 
-SCHEDULE = [(1, 1), (2, 2), (3, 3), (4, 4), (5, 5)]
+SCHEDULE = ((1, 1), (2, 2), (3, 3), (4, 4), (5, 5))
 
 
-def run(tiny, prompts, batch, reward=None, extractor=None, seed=3):
-    model, vae = tiny
+def request(prompts, batch, reward=None, extractor=None, seed=3) -> SearchRequest:
     feats, lens = prompts
-    return run_search(model, vae, feats, lens, ["p0", "p1"], SCHEDULE, SamplingParams(), batch, seed=seed,
-                      reward=reward, extractor=extractor)
+    return SearchRequest(Prompts(("p0", "p1"), feats, tuple(lens)), SCHEDULE, SamplingParams(), batch, seed=seed,
+                         scorers=Scorers(reward, extractor))
+
+
+def run(tiny, prompts, batch, reward=None, extractor=None, seed=3, on_event=None):
+    model, vae = tiny
+    return run_search(model, vae, request(prompts, batch, reward, extractor, seed), on_event)
 
 
 def test_schedule_sizes_are_followed_exactly(tiny, prompts, reward, extractor):
@@ -66,20 +71,21 @@ def test_missing_models_are_reported(tiny, prompts):
 def test_selections_decode_at_the_configured_resolution(tiny, prompts, reward, extractor, resolution, side,
                                                          expected):
     model, vae = tiny
-    feats, lens = prompts
     decoded, per_event = [], {}
 
-    def callback(event, state, record):
-        if event != "step":
-            per_event.setdefault(event, []).append(set(decoded))
+    def on_event(event):
+        if not isinstance(event, ScaleDone):
+            kind = event.record.event
+            per_event.setdefault(kind, []).append(set(decoded))
+            if isinstance(event, SelectionDone):  # the event names the size it decoded at
+                assert {max(s) for s in decoded} <= {(event.decode_side or 80) // 16}
         decoded.clear()
 
     hook = vae.decoder.register_forward_pre_hook(lambda module, args: decoded.append(tuple(args[0].shape[-2:])))
     try:
         batch = BatchSchedule(base_sizes=(4, 3, 3, 2, 1), cluster_scales=(1,), resample_scales=(3, 4),
                               selection_side=side, selection_resolution=resolution)
-        result = run_search(model, vae, feats, lens, ["p0", "p1"], SCHEDULE, SamplingParams(), batch, seed=3,
-                            reward=reward, extractor=extractor, callback=callback)
+        result = run(tiny, prompts, batch, reward, extractor, on_event=on_event)
     finally:
         hook.remove()
     selections = per_event["cluster"] + per_event["resample"]
@@ -90,3 +96,38 @@ def test_selections_decode_at_the_configured_resolution(tiny, prompts, reward, e
 def test_unknown_selection_resolution_is_rejected():
     with pytest.raises(ValueError, match="selection_resolution"):
         BatchSchedule(selection_resolution="half").validate(13)
+
+
+def test_events_are_typed_and_in_order(tiny, prompts, reward, extractor):
+    seen = []
+    batch = BatchSchedule(base_sizes=(4, 3, 3, 2, 2), cluster_scales=(1,), resample_scales=(3,))
+    result = run(tiny, prompts, batch, reward, extractor, on_event=seen.append)
+    kinds = [type(e).__name__ if not isinstance(e, SelectionDone) else e.record.event for e in seen]
+    assert kinds == ["ScaleDone", "ScaleDone", "cluster", "ScaleDone", "ScaleDone", "resample", "ScaleDone",
+                     "SearchDone"]
+    cluster = next(e for e in seen if isinstance(e, SelectionDone))
+    assert cluster.before.num_candidates == 8 and cluster.after.num_candidates == 6
+    assert cluster.record.kept == result.trace["events"][0]["kept"]
+    assert isinstance(seen[-1], SearchDone) and seen[-1].record.picks == result.picks
+
+
+def test_check_inputs_names_what_is_wrong(tiny, prompts, reward):
+    model, _ = tiny
+    feats, lens = prompts
+    bon = schedule_for("bon", 2, len(SCHEDULE))
+    good = request(prompts, bon, reward)
+    assert good.check_inputs(model) is good
+    cases = [
+        (SearchRequest(Prompts(("p0",), feats, tuple(lens)), SCHEDULE, SamplingParams(), bon,
+                       scorers=Scorers(reward)), "prompt texts"),
+        (SearchRequest(Prompts(("p0", " "), feats, tuple(lens)), SCHEDULE, SamplingParams(), bon,
+                       scorers=Scorers(reward)), "empty"),
+        (SearchRequest(Prompts(("p0", "p1"), feats[:, :3], tuple(lens)), SCHEDULE, SamplingParams(), bon,
+                       scorers=Scorers(reward)), "text features"),
+        (request(prompts, bon, reward, seed=-1), "seed"),
+        (request(prompts, schedule_for("bon", 2, 4), reward), "4 entries"),
+        (SearchRequest(good.prompts, SCHEDULE, SamplingParams(tau=0.0), bon, scorers=Scorers(reward)), "tau"),
+    ]
+    for bad, message in cases:
+        with pytest.raises(ValueError, match=message):
+            bad.check_inputs(model)

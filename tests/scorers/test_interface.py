@@ -7,7 +7,7 @@ import torch
 from scorer_testlib import random_images, write_tiny_clip_folder
 from ttsvar_core.scorers import (FeatureExtractor, Features, Reward, feature_extractor_kinds, load_feature_extractor,
                                  load_reward, register_feature_extractor, register_reward, reward_kinds)
-from ttsvar_core.scorers.base import resolve_dtype
+from ttsvar_core.model.dtypes import parse_dtype as resolve_dtype
 from ttsvar_core.scorers.registry import FEATURE_EXTRACTORS, REWARDS
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from ttsvar_core.demo import ASSETS, CLIP_DIR, MODEL_FILE, T5_DIR, VAE_FILE, load_shipped, run_strategy
+from ttsvar_core.shapesworld.demo import ASSETS, CLIP_DIR, MODEL_FILE, T5_DIR, VAE_FILE, load_shipped, run_strategy
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMPTS = ["a green cross", "two triangles"]
@@ -63,7 +63,7 @@ def test_plain_generation_gives_64px_images_the_reward_scores(shipped):
 
 def test_importance_sampling_pick_is_the_engines(shipped):
     """evaluate derives IS from the Best-of-N run of the same N and seed; it must equal the engine's IS run."""
-    from ttsvar_core.evaluation import importance_picks
+    from ttsvar_core.shapesworld.experiments import importance_picks
 
     bon, _ = run_strategy(shipped, PROMPTS, "bon", 3, seed=11)
     is_run, _ = run_strategy(shipped, PROMPTS, "is", 3, seed=11)

@@ -6,12 +6,12 @@ import shutil
 import numpy as np
 import torch
 
-from ttsvar_core.evaluation import diversity, plan_runs, spread, token_passes, wilson, eval_items
-from ttsvar_core.sampling import Geometry, SamplingParams, generate
-from ttsvar_core.infinity import Infinity
+from ttsvar_core.shapesworld.experiments import diversity, plan_runs, spread, token_passes, wilson, eval_items
+from ttsvar_core.model.sampling import Geometry, SamplingParams, generate
+from ttsvar_core.model.infinity import Infinity
 from ttsvar_core.shapesworld import test_prompts
 from ttsvar_core.shapesworld import train as T
-from ttsvar_core.vae import BSQVAE
+from ttsvar_core.model.vae import BSQVAE
 
 
 def test_straight_through_quantiser_equals_encode_bits():
@@ -70,8 +70,8 @@ def test_transformer_training_resumes_and_exports_a_loadable_model(tmp_path):
     """Two steps of a non-default shape (width 256, depth 2), resumed for a third: the checkpoint loads
     with weights_only=True, a resumed run may lengthen its schedule, and the export loads through the
     pack's loader with the trained shape."""
-    from ttsvar_core.checkpoints import load_infinity
-    from ttsvar_core.demo import ASSETS
+    from ttsvar_core.model.checkpoints import load_infinity
+    from ttsvar_core.shapesworld.demo import ASSETS
 
     shutil.copy(ASSETS / T.VAE_FILE, tmp_path)
     T.train_transformer(tmp_path, seed=0, steps=2, minutes=None, batch=3, full=1, width=256, depth=2)

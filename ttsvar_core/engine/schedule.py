@@ -13,6 +13,37 @@ FEATURE_MODES = ("pca", "pool", "global")
 SELECTION_RESOLUTIONS = ("fixed", "scale")
 
 PAPER_BASE_SIZES = (8, 8, 6, 6, 6, 4, 2, 2, 2, 1, 1, 1, 1)
+DEFAULT_SELECTION_SIDE = 448
+
+
+@dataclass(frozen=True)
+class DecodePolicy:
+    """The size at which selections decode candidates for the reward and feature models: the one rule the
+    all-in-one search and the node-by-node selections follow (so a selection reuses a preview's decode).
+
+    "fixed": every selection decodes at `side` px (None: full size, as the reference). Reward and feature
+    models look at 224 px, so 448 keeps detail for them at a fifth of a 1024 px decode. "scale": a selection
+    after scale k decodes the sums at scale k's own token grid (one latent cell per token, at most `side`):
+    the sums hold no finer detail than that grid yet, and early selections then cost a small fraction of a
+    full decode. It selects worse on ShapesWorld (picked reward 0.03 lower, docs/shapesworld_results.md),
+    hence not the default."""
+
+    side: int | None = DEFAULT_SELECTION_SIDE
+    resolution: str = "fixed"
+
+    def side_at(self, si: int, image_schedule, pixels_per_token: int) -> int | None:
+        """Image side (px) at which a selection after scale `si` decodes (None: full size)."""
+        if self.resolution == "scale":
+            side = max(image_schedule[si]) * pixels_per_token
+            return side if self.side is None else min(side, self.side)
+        return self.side
+
+    @staticmethod
+    def chunk(side: int | None, full_side: int, final_images: int) -> int:
+        """How many candidates a selection decodes at once: no more decoder memory than the final decode
+        (`final_images` full-size images at once), scaled by the pixel area saved by decoding smaller."""
+        side = min(side or full_side, full_side)
+        return max(1, int(final_images * (full_side / side) ** 2))
 
 
 @dataclass(frozen=True)
@@ -26,13 +57,8 @@ class BatchSchedule:
     feature_mode: str = "pca"
     final: str = "best"                      # "best": argmax of the final reward; "sample": importance sampling
     score_final: bool = True
-    # image side (px) at which candidates are decoded for clustering and resampling; reward and feature
-    # models look at 224 px, so 448 keeps detail for them at a fifth of a 1024 px decode. None: full size.
-    selection_side: int | None = 448
-    # "fixed": every selection decodes at selection_side. "scale": a selection after scale k decodes the sums
-    # at scale k's own token grid (one latent cell per token, at most selection_side): the sums hold no finer
-    # detail than that grid yet, and early selections then cost a small fraction of a full decode. It selects
-    # worse on ShapesWorld (picked reward 0.03 lower, docs/shapesworld_results.md), hence not the default.
+    # selection decodes: see DecodePolicy
+    selection_side: int | None = DEFAULT_SELECTION_SIDE
     selection_resolution: str = "fixed"
 
     @property
@@ -43,8 +69,16 @@ class BatchSchedule:
     def num_scales(self) -> int:
         return len(self.base_sizes)
 
-    def initial(self) -> int:
-        return self.sizes[0]
+    @property
+    def decode_policy(self) -> DecodePolicy:
+        return DecodePolicy(self.selection_side, self.selection_resolution)
+
+    def needs(self) -> tuple[bool, bool]:
+        """(needs a reward model, needs a feature extractor)"""
+        sizes = self.sizes
+        clusters = any(s > 0 and sizes[s] < sizes[s - 1] for s in self.cluster_scales)
+        reward = bool(self.resample_scales) or (self.score_final and self.final != "none")
+        return reward, clusters
 
     def event(self, si: int) -> str | None:
         if si in self.cluster_scales:

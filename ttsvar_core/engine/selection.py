@@ -1,16 +1,18 @@
 """Selection math (swappable parts): clustering for diversity, reward potentials for resampling.
 
-Each `*_step` function takes a state and returns (new state, trace record); the math lives in the plain
-functions so it can be tested on constructed features and scores.
+Each `*_step` function takes a state and returns (new state, SelectionRecord); the math lives in the plain
+functions so it can be tested on constructed features and scores. `decode_side` / `decode_chunk` come from
+the schedule's DecodePolicy.
 """
 from __future__ import annotations
 
-import math
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import torch
 
+from .events import GroupRecord, SelectionRecord
 from .schedule import POTENTIALS
 from .state import SearchState
 from .streams import Stream, derive_seed
@@ -144,68 +146,60 @@ def score_step(state: SearchState, vae, reward, prompts: list[str], decode_side:
 
 def cluster_step(state: SearchState, vae, extractor, keep_per_prompt: int, mode: str = "pca",
                  random_state: int = 0, capacity_scales: int | None = None, release_input: bool = False,
-                 decode_side: int | None = None, decode_chunk: int = 8):
+                 decode_side: int | None = None, decode_chunk: int = 8) -> tuple[SearchState, SelectionRecord]:
     images = state.decode(vae, decode_chunk, max_side=decode_side)
-    features = extractor.extract(images)
-    vectors = feature_vectors(features, mode)
-    keep, record = [], {"event": "cluster", "scale": state.scale - 1, "groups": []}
+    vectors = feature_vectors(extractor.extract(images), mode)
+    groups = []
     for p in range(state.num_prompts):
         idx = state.candidates_of(p)
         local = cluster_select(vectors[idx], keep_per_prompt, random_state)
-        keep += [idx[i] for i in local]
-        record["groups"].append({"prompt": p, "candidates": idx, "kept": [idx[i] for i in local]})
-    record["kept"] = keep
-    return state.select(keep, capacity_scales, release_input), record
+        groups.append(GroupRecord(prompt=p, candidates=idx, kept=[idx[i] for i in local]))
+    record = SelectionRecord("cluster", state.scale - 1, groups)
+    return state.select(record.kept, capacity_scales, release_input), record
 
 
 def resample_step(state: SearchState, vae, reward, prompts: list[str], keep_per_prompt: int, potential_kind: str,
                   lam: float, capacity_scales: int | None = None, release_input: bool = False,
-                  decode_side: int | None = None, decode_chunk: int = 8):
+                  decode_side: int | None = None, decode_chunk: int = 8) -> tuple[SearchState, SelectionRecord]:
     """Scores the live candidates, then draws `keep_per_prompt` of each prompt's by their potentials."""
     state = score_step(state, vae, reward, prompts, decode_side, decode_chunk)
     si = state.scale - 1
-    keep, record = [], {"event": "resample", "scale": si, "potential": potential_kind, "lambda": lam, "groups": []}
     shared = state.streams[0].generator(state.model.device) if state.shared_stream else None
+    groups = []
     for p in range(state.num_prompts):
         idx = state.candidates_of(p)
         pots = potential(state.scores[idx], si, potential_kind)
         weights, note = resampling_weights(pots, lam)
         gen = shared or Stream(derive_seed(state.seed, "resample", p, si)).generator("cpu")
         draws = resample(weights.to(gen.device), keep_per_prompt, gen)
-        keep += [idx[i] for i in draws]
-        record["groups"].append({"prompt": p, "candidates": idx, "scores": state.scores[idx, si].tolist(),
-                                 "potentials": pots.tolist(), "weights": weights.tolist(),
-                                 "kept": [idx[i] for i in draws], "note": note})
-    record["kept"] = keep
-    new = state.select(keep, capacity_scales, release_input)
+        groups.append(GroupRecord(prompt=p, candidates=idx, kept=[idx[i] for i in draws],
+                                  scores=state.scores[idx, si].tolist(), potentials=pots.tolist(),
+                                  weights=weights.tolist(), note=note))
+    record = SelectionRecord("resample", si, groups, potential=potential_kind, lam=lam)
+    new = state.select(record.kept, capacity_scales, release_input)
     if shared is not None:  # the reference draws with the bit generator, shifting every later bit draw
-        from dataclasses import replace
         new = replace(new, streams=(Stream.after(state.streams[0].seed, shared),))
     return new, record
 
 
-def final_pick(state: SearchState, vae, reward, prompts: list[str], mode: str = "best", lam: float = 10.0):
+def final_pick(state: SearchState, vae, reward, prompts: list[str], mode: str = "best", lam: float = 10.0,
+               decode_chunk: int = 8) -> tuple[SearchState, list[int], SelectionRecord]:
     """Per prompt: the best final candidate (Best-of-N, TTS-VAR), one drawn by reward (importance
     sampling), or the first (plain sampling, no reward)."""
     if reward is not None and mode != "none":
-        state = score_step(state, vae, reward, prompts)
+        state = score_step(state, vae, reward, prompts, None, decode_chunk)
     si = state.scale - 1
-    picks, record = [], {"event": "final", "mode": mode, "groups": []}
+    groups = []
     for p in range(state.num_prompts):
         idx = state.candidates_of(p)
         scores = state.scores[idx, si]
         if mode == "best":
-            finite = torch.where(torch.isnan(scores), -torch.inf, scores)
-            choice = int(finite.argmax())
+            choice = int(torch.where(torch.isnan(scores), -torch.inf, scores).argmax())
         elif mode == "sample":
             weights, _ = resampling_weights(scores, lam)
             choice = resample(weights, 1, Stream(derive_seed(state.seed, "final", p)).generator("cpu"))[0]
         else:
             choice = 0
-        picks.append(idx[choice])
-        record["groups"].append({"prompt": p, "candidates": idx, "scores": scores.tolist(), "pick": idx[choice]})
-    return state, picks, record
-
-
-def finite_or_none(x: float):
-    return None if x is None or (isinstance(x, float) and not math.isfinite(x)) else x
+        groups.append(GroupRecord(prompt=p, candidates=idx, scores=scores.tolist(), pick=idx[choice]))
+    record = SelectionRecord("final", si, groups, mode=mode, lam=lam if mode == "sample" else None)
+    return state, record.picks, record

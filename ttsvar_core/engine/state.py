@@ -13,10 +13,9 @@ from dataclasses import dataclass, field, replace
 import torch
 import torch.nn.functional as F
 
-from ..infinity import Infinity, TextCondition
-from ..kv_cache import CacheRef, KVCache
-from ..sampling import (Geometry, SamplingParams, accumulate, bits_to_codes, build_text, decode_images,
-                        guide_logits, latent_bits, next_input, row_layout, sample_bits, scale_forward, to_uint8)
+from ..model.infinity import Infinity, TextCondition
+from ..model.kv_cache import CacheRef, KVCache
+from ..model.sampling import Geometry, SamplingParams, build_text, decode_images, row_layout, scale_step, to_uint8
 from .streams import Stream, derive_seed
 
 
@@ -89,10 +88,6 @@ class SearchState:
         return int(self.prompt_of.shape[0])
 
     @property
-    def done(self) -> bool:
-        return self.scale == self.geometry.num_scales
-
-    @property
     def cache_length(self) -> int:
         return self.geometry.starts[self.scale]
 
@@ -141,32 +136,20 @@ class SearchState:
         capacity = cache.capacity if cache.capacity >= needed else max(self._room(capacity_scales), needed)
         return cache.prefix_copy(self.cache_length, capacity)
 
-    def _tokens(self) -> torch.Tensor:
-        model, n = self.model, self.num_candidates
-        if self.scale == 0:
-            return model.scale0_tokens(self.text.sos[self.row_seq()])
-        tokens = model.embed_tokens(self.next_in)
-        return tokens.repeat(2, 1, 1) if self.guided else tokens
-
     def _step_one(self, capacity_scales: int | None = None) -> "SearchState":
-        si, model, g = self.scale, self.model, self.geometry
+        si, device = self.scale, self.model.device
         cache = self._owned_cache(capacity_scales)
-        raw = scale_forward(model, g, si, self._tokens(), self.text, self.row_seq(), cache, g.starts[si])
-        cache.filled = g.starts[si + 1]
-        logits = guide_logits(raw, self.num_candidates, self.params.cfg_at(si), self.params.tau_at(si), self.guided)
-        device = logits.device
         if self.shared_stream:
-            gen = self.streams[0].generator(device)
-            token_bits = sample_bits(logits, self.params, gen)
-            streams = (Stream.after(self.streams[0].seed, gen),)
+            generators = self.streams[0].generator(device)
         else:
-            gens = [s.generator(device) for s in self.streams]
-            token_bits = sample_bits(logits, self.params, gens)
-            streams = tuple(Stream.after(s.seed, gg) for s, gg in zip(self.streams, gens))
-        bits = latent_bits(token_bits, g, si)
-        summed = accumulate(self.summed, bits_to_codes(bits, model.cfg.codebook_dim), g, si)
-        nxt = next_input(summed, g, si) if si + 1 < g.num_scales else None
-        return replace(self, scale=si + 1, bits=self.bits + (bits,), summed=summed, next_in=nxt,
+            generators = [s.generator(device) for s in self.streams]
+        out = scale_step(self.model, self.geometry, si, self.text, self.row_seq(), cache, self.next_in, self.summed,
+                         self.params, generators)
+        if self.shared_stream:
+            streams = (Stream.after(self.streams[0].seed, generators),)
+        else:
+            streams = tuple(Stream.after(s.seed, g) for s, g in zip(self.streams, generators))
+        return replace(self, scale=si + 1, bits=self.bits + (out.bits,), summed=out.summed, next_in=out.next_in,
                        cache_ref=CacheRef(cache), streams=streams, memo={})
 
     # ---- selection ------------------------------------------------------------------------------------
@@ -251,22 +234,16 @@ class SearchState:
 
     @torch.no_grad()
     def rebuilt_cache(self) -> KVCache:
-        """The cache recomputed from the stored bits (one forward per scale). Used to check re-indexing
-        and to restore a cache that was dropped to save memory."""
-        from ..sampling import next_input as resize
+        """The cache recomputed from the stored bits (one forward per scale, nothing sampled). Used to check
+        re-indexing and to restore a cache that was dropped to save memory."""
         g, model = self.geometry, self.model
         rows = 2 * self.num_candidates if self.guided else self.num_candidates
         # room for what exists only: a later step grows it once, with the room its caller asks for
         cache = KVCache(model.cfg.depth, rows, model.cfg.num_heads, max(g.starts[self.scale], 1), model.cfg.head_dim,
                         dtype=model.block_dtype, device=model.device)
-        summed = None
+        summed = next_in = None
         for si in range(self.scale):
-            if si == 0:
-                tokens = model.scale0_tokens(self.text.sos[self.row_seq()])
-            else:
-                tokens = model.embed_tokens(resize(summed, g, si - 1))
-                tokens = tokens.repeat(2, 1, 1) if self.guided else tokens
-            scale_forward(model, g, si, tokens, self.text, self.row_seq(), cache, g.starts[si])
-            summed = accumulate(summed, bits_to_codes(self.bits[si], model.cfg.codebook_dim), g, si)
-        cache.filled = g.starts[self.scale]
+            out = scale_step(model, g, si, self.text, self.row_seq(), cache, next_in, summed, self.params,
+                             forced_bits=self.bits[si], draw=False)
+            summed, next_in = out.summed, out.next_in
         return cache

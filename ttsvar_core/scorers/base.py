@@ -6,29 +6,13 @@ next call moves them back to their device.
 """
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Union
+from typing import Dict, List, Optional
 
 import torch
 from PIL import Image
 
+from ..model.dtypes import parse_dtype
 from .images import ImageBatch, ImagesLike
-
-DTYPES = {
-    "float32": torch.float32, "fp32": torch.float32,
-    "float16": torch.float16, "fp16": torch.float16,
-    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-}
-
-
-def resolve_dtype(dtype: Union[str, torch.dtype]) -> torch.dtype:
-    if isinstance(dtype, torch.dtype):
-        if not dtype.is_floating_point:
-            raise ValueError(f"dtype must be a floating point type, got {dtype}")
-        return dtype
-    if dtype in DTYPES:
-        return DTYPES[dtype]
-    raise ValueError(f"dtype must be a torch dtype or one of {sorted(DTYPES)}, got {dtype!r}")
-
 
 def resolve_max_batch(max_batch: int) -> int:
     if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
@@ -51,7 +35,7 @@ class _Hosted:
     def __init__(self, modules: Dict[str, torch.nn.Module], *, device, dtype, max_batch: int):
         self._modules = modules
         self.device = torch.device(device)
-        self.dtype = resolve_dtype(dtype)
+        self.dtype = parse_dtype(dtype)
         self.max_batch = resolve_max_batch(max_batch)
         self._offloaded = True
         self._place(self.device)

@@ -14,11 +14,11 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 from PIL import Image
 
+from ..model.files import HF_WEIGHT_FILES as WEIGHT_FILES
 from .checkpoints import require_folder
 from .errors import ModelFileNotFoundError, WrongFileError
 from .images import center_crop, resize_exact, resize_shorter_side, to_normalized_tensor
 
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "spiece.model", "vocab.txt")
 
 

@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..demo import ASSETS
+from .demo import ASSETS
 
 # name -> (hyperparameters, steps a 2-core CPU makes in ~100 min at this recipe's measured s/step)
 VARIANTS = {

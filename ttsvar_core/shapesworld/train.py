@@ -28,15 +28,16 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from ..checkpoints import config_metadata, load_vae
-from ..config import InfinityConfig, VAEConfig
-from ..infinity import Infinity
-from ..sampling import Geometry, accumulate, bits_to_codes, forward_full, next_input
-from ..schedules import get_schedule
-from ..vae import BSQVAE
+from ..model.checkpoints import config_metadata, load_vae
+from ..model.config import InfinityConfig, VAEConfig
+from ..model.infinity import Infinity
+from ..model.sampling import Geometry, accumulate, bits_to_codes, forward_full, next_input
+from ..model.schedules import get_schedule
+from ..model.vae import BSQVAE
 from .data import sample_prompts, sample_training_pairs
 from .prompts import ObjectSpec, make_prompt
 from .render import render_prompt
+from .tokenizer import unigram_t5_tokenizer
 from .vocab import COLOURS, MAX_COUNT, RELATIONS, SHAPES
 
 VAE_CFG = VAEConfig(codebook_dim=16, patch_size=4, base_ch=32, encoder_ch_mult=(1, 1, 2),
@@ -175,9 +176,8 @@ def world_sentences(n: int = 4000, seed: int = 0) -> list[str]:
 
 
 def build_world_tokenizer(folder: Path, seed: int = 0):
-    """A unigram T5 tokenizer (as tiny_models.build_tokenizer) trained on the world's training prompts, so
+    """A unigram T5 tokenizer (as the tiny test models' tokenizer) trained on the world's training prompts, so
     that its words are whole pieces."""
-    from ..tiny_models import unigram_t5_tokenizer
     return unigram_t5_tokenizer(folder, world_sentences(4000, seed), vocab_size=120,
                                 max_length=MODEL_CFG.text_maxlen)
 
@@ -515,7 +515,7 @@ def export_clip(clip, folder: Path) -> None:
 def vae_report(out: Path, items: int = 240) -> dict:
     """Evaluator accuracy of test renders after a round trip through the bits, decoded the way generation
     decodes them (bits -> codes -> trilinear sum): the ceiling the transformer can reach."""
-    from ..sampling import decode_images, to_uint8
+    from ..model.sampling import decode_images, to_uint8
     from .evaluate import evaluate
     from .prompts import test_items
 
@@ -573,7 +573,7 @@ def choose_sampling(out: Path, prompts: int = 48, seed: int = 7, device: str = "
                     grid=None) -> dict:
     """Plain-sampling accuracy of each (cfg, tau) on training-split prompts (never the test split); writes
     the best to sampling.json, which the demo and evaluate read."""
-    from ..demo import SAMPLING_FILE, load_shipped, run_strategy
+    from .demo import SAMPLING_FILE, load_shipped, run_strategy
     from .evaluate import aggregate, evaluate
 
     shipped = load_shipped(out, device=device)

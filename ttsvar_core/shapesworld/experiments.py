@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .cli import int_list
+from ..cli import int_list
 
 STRATEGIES = ("raw", "is", "bon", "tts-var")
 Z95 = 1.959964
@@ -44,7 +44,7 @@ class Item:
 
 def eval_items(which: str, limit: int | None) -> list[Item]:
     """geneval: the 553 test items in GenEval's category mix; test: the 432 held-out prompts once each."""
-    from .shapesworld import test_items, test_prompts
+    from .prompts import test_items, test_prompts
 
     if which == "geneval":
         items = [Item(i, t.prompt, t.seed) for i, t in enumerate(test_items())]
@@ -92,8 +92,8 @@ def token_passes(trace: dict, schedule, guided: bool) -> int:
 
 def importance_picks(result, seed: int, lam: float) -> list[int]:
     """The final pick of the "is" schedule on the candidates of a Best-of-N run (see the module docstring)."""
-    from .engine.selection import resample, resampling_weights
-    from .engine.streams import Stream, derive_seed
+    from ..engine.selection import resample, resampling_weights
+    from ..engine.streams import Stream, derive_seed
 
     picks = []
     for p in range(len(result.picks)):
@@ -115,7 +115,7 @@ def diversity(embeddings: torch.Tensor) -> float:
 
 def item_records(shipped, chunk: list[Item], result, picks, strategy: str, n: int, seed: int, seconds: float,
                  passes: int) -> list[dict]:
-    from .shapesworld import evaluate
+    from .evaluate import evaluate
 
     records = []
     for p, item in enumerate(chunk):
@@ -138,8 +138,8 @@ def run_chunk(shipped, chunk: list[Item], chunk_id: int, runs, seed: int,
               selection_resolution: str = "fixed") -> list[dict]:
     """All requested (strategy, N) of one chunk; "is" reuses the Best-of-N run of its N."""
     from .demo import run_strategy
-    from .engine import schedule_for
-    from .engine.streams import derive_seed
+    from ..engine import schedule_for
+    from ..engine.streams import derive_seed
 
     lam = schedule_for("is", 1, len(shipped.schedule)).lam  # the temperature the "is" schedule picks with
 
@@ -174,7 +174,7 @@ def plan_runs(strategies, ns) -> list[tuple[str, int, tuple[str, ...]]]:
 
 # ---- aggregation and output ------------------------------------------------------------------------------
 def summarize(records: list[dict]) -> list[dict]:
-    from .shapesworld import CATEGORIES
+    from .vocab import CATEGORIES
 
     rows = []
     keys = sorted({(r["strategy"], r["n"]) for r in records}, key=lambda k: (STRATEGIES.index(k[0]), k[1]))
@@ -203,7 +203,7 @@ def summarize(records: list[dict]) -> list[dict]:
 
 
 def markdown_table(rows: list[dict]) -> str:
-    from .shapesworld import CATEGORIES
+    from .vocab import CATEGORIES
 
     head = ["strategy", "N", "overall [95% CI]", *CATEGORIES, "oracle", "reward", "diversity",
             "token-passes/prompt", "s/prompt"]
@@ -354,7 +354,7 @@ def finish(args) -> None:
 
 def add_evaluate_parser(sub):
     from .demo import ASSETS
-    from .engine.schedule import SELECTION_RESOLUTIONS
+    from ..engine.schedule import SELECTION_RESOLUTIONS
 
     p = sub.add_parser("evaluate", help="accuracy of plain / IS / Best-of-N / TTS-VAR on ShapesWorld test prompts")
     p.add_argument("--prompts", choices=("geneval", "test"), default="geneval",

@@ -17,13 +17,13 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-from .config import PAIRED_VAE, PRESETS, VAE_PRESETS, InfinityConfig, VAEConfig
+from .config import PAIRING_HINT, PRESETS, VAE_PRESETS, InfinityConfig, VAEConfig
+from .files import INDEX_FILES
 from .infinity import Infinity
 from .vae import BSQVAE
 
 CONFIG_METADATA_KEY = "ttsvar_config"
 _LEGACY_BUFFERS = ("lvl_1L", "attn_bias_for_masking", "Infinity_visible_kvlen", "Infinity_invisible_qlen")
-_INDEX_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 
 
 class CheckpointError(ValueError):
@@ -60,9 +60,9 @@ class TensorSource:
         self._prefix = prefix
 
     def _read_index(self):
-        index = next((self.path / n for n in _INDEX_FILES if (self.path / n).exists()), None)
+        index = next((self.path / n for n in INDEX_FILES if (self.path / n).exists()), None)
         if index is None:
-            raise CheckpointError(f"{self.path} is a folder but has no {' or '.join(_INDEX_FILES)}: a sharded "
+            raise CheckpointError(f"{self.path} is a folder but has no {' or '.join(INDEX_FILES)}: a sharded "
                                   "Infinity-8B checkpoint folder needs its index file next to the shards")
         try:
             weight_map = json.loads(index.read_text())["weight_map"]
@@ -282,7 +282,7 @@ def _load_strict(model: torch.nn.Module, src: TensorSource, name_map: dict[str, 
 
 def _pair_hint(slot: str, found_cfg_desc: str) -> str:
     return (f"The {slot} slot expects the file of the chosen model; found {found_cfg_desc}. "
-            "Infinity-2B pairs with infinity_vae_d32reg.pth, Infinity-8B with infinity_vae_d56_f8_14_patchify.pth.")
+            f"{PAIRING_HINT}.")
 
 
 def load_vae(path, *, device="cpu", dtype=torch.float32, expected: VAEConfig | None = None) -> BSQVAE:
@@ -371,7 +371,3 @@ def build_random(cfg: InfinityConfig, seed: int = 0, std: float = 0.02, device="
     for chunk in model.block_chunks:
         chunk.to(dtype)
     return model.eval().requires_grad_(False), vae.eval().requires_grad_(False)
-
-
-def paired_vae_name(preset_name: str) -> str | None:
-    return PAIRED_VAE.get(preset_name)

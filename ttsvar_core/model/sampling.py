@@ -1,4 +1,5 @@
-"""Scale-by-scale Infinity sampling: the pieces every loop (plain, parity, search engine) is built from.
+"""Scale-by-scale Infinity sampling: `scale_step` is the one step every loop (plain sampling, parity, the
+search engine, cache rebuilding) runs.
 
 A scale step: embed the next-scale input, run the blocks with the KV cache, head -> logits, 1/tau, CFG on
 logits, top-k/top-p, one multinomial draw per bit, bits -> codes, accumulate codes at full latent size,
@@ -11,7 +12,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from .infinity import Infinity, TextCondition
+from .infinity import Infinity, ScaleContext, TextCondition
 from .kv_cache import KVCache
 from .schedules import rope_cos_sin, validate_schedule
 
@@ -111,12 +112,14 @@ def row_layout(prompt_of_candidate: torch.Tensor, num_prompts: int, guided: bool
     return torch.cat([prompt_of_candidate, prompt_of_candidate + num_prompts])
 
 
-def scale_forward(model: Infinity, geometry: Geometry, si: int, tokens: torch.Tensor, text: TextCondition,
-                  row_seq: torch.Tensor, cache: KVCache | None, start: int) -> torch.Tensor:
-    """Raw logits [rows, h*w, 2d] of scale si for embedded tokens [rows, h*w, C]."""
-    cos, sin = geometry.rope(si)
-    hidden = model.forward_tokens(tokens, si, text, row_seq, cos, sin, cache, start)
-    return model.logits(hidden, text.sos[row_seq])
+def scale_tokens(model: Infinity, text: TextCondition, row_seq: torch.Tensor, next_in: torch.Tensor | None) -> torch.Tensor:
+    """The embedded input of a scale for every network row [rows, h*w, C]: the pooled text at scale 0, else
+    the previous scales' code sum resized to this scale (`next_in` [n, h*w, token_dim], shared by a
+    candidate's conditional and unconditional rows)."""
+    if next_in is None:
+        return model.scale0_tokens(text.sos[row_seq])
+    tokens = model.embed_tokens(next_in)
+    return tokens.repeat(row_seq.shape[0] // tokens.shape[0], 1, 1)
 
 
 def guide_logits(raw: torch.Tensor, n: int, cfg: float, tau: float, guided: bool) -> torch.Tensor:
@@ -204,6 +207,47 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass
+class ScaleOutput:
+    bits: torch.Tensor                 # [n, 1, H, W, d] uint8 (latent layout): what the image continues with
+    summed: torch.Tensor               # [n, d, 1, H, W] codes of every scale so far
+    next_in: torch.Tensor | None       # [n, h*w, token_dim] input of the next scale (None after the last)
+    sampled: torch.Tensor | None       # what the sampler drew (differs from bits under teacher forcing)
+    raw: torch.Tensor | None           # [rows, h*w, 2d] raw logits
+    logits: torch.Tensor | None        # [n, h*w*d, 2] after temperature and guidance
+
+
+def scale_step(model: Infinity, geometry: Geometry, si: int, text: TextCondition, row_seq: torch.Tensor,
+               cache: KVCache | None, next_in: torch.Tensor | None, summed: torch.Tensor | None,
+               params: SamplingParams, generators=None, forced_bits: torch.Tensor | None = None,
+               draw: bool = True) -> ScaleOutput:
+    """Scale si for n candidates (rows = n, or 2n with guidance): forward with the cache, sample, add codes.
+
+    `generators`: one shared generator (None: the global one) or one per candidate. `forced_bits` [n, 1, H, W,
+    d] replace the drawn bits (teacher forcing: the sampler still runs and consumes random numbers, as in the
+    official loop). `draw=False` (with forced_bits) only fills the cache and the sums: rebuilding a cache."""
+    guided = params.guided(geometry.num_scales)
+    n = row_seq.shape[0] // 2 if guided else row_seq.shape[0]  # candidates: their rows come first
+    ctx = ScaleContext(text, row_seq, *geometry.rope(si), level=si, cache=cache, start=geometry.starts[si])
+    hidden = model.forward_tokens(scale_tokens(model, text, row_seq, next_in), ctx)
+    if cache is not None:
+        cache.filled = geometry.starts[si + 1]
+    raw = logits = sampled = None
+    if draw:
+        raw = model.logits(hidden, text.sos[row_seq])
+        logits = guide_logits(raw, n, params.cfg_at(si), params.tau_at(si), guided)
+        sampled = latent_bits(sample_bits(logits, params, generators), geometry, si)
+    if forced_bits is None:
+        if sampled is None:
+            raise ValueError("scale_step without drawing needs forced_bits")
+        bits = sampled
+    else:
+        bits = forced_bits.to(hidden.device, torch.uint8).reshape(n, 1, *geometry.latent_hw(si), -1)
+    summed = accumulate(summed, bits_to_codes(bits, model.cfg.codebook_dim), geometry, si)
+    nxt = next_input(summed, geometry, si) if si + 1 < geometry.num_scales else None
+    return ScaleOutput(bits=bits, summed=summed, next_in=nxt, sampled=sampled, raw=raw, logits=logits)
+
+
+@dataclass
 class PlainResult:
     bits: list[torch.Tensor]                  # per scale [n, 1, H, W, d] uint8 (latent layout)
     summed_codes: torch.Tensor                # [n, d, 1, H, W]
@@ -219,8 +263,8 @@ def generate(model: Infinity, text_features: torch.Tensor, lens: list[int], sche
              record: bool = False) -> PlainResult:
     """Plain Infinity sampling of one image per prompt with a KV cache, scale by scale.
 
-    teacher_bits (per scale [n, 1, H, W, d], latent layout) replace the sampled bits (teacher forcing, the sampler still runs
-    and still consumes random numbers, as in the official loop).
+    teacher_bits (per scale [n, 1, H, W, d], latent layout) replace the sampled bits (teacher forcing, the
+    sampler still runs and still consumes random numbers, as in the official loop).
     """
     geometry = Geometry.build(model, schedule)
     params.validate(geometry.num_scales)
@@ -228,29 +272,21 @@ def generate(model: Infinity, text_features: torch.Tensor, lens: list[int], sche
     guided = params.guided(geometry.num_scales)
     text = build_text(model, text_features, lens, guided, negative)
     row_seq = row_layout(torch.arange(n, device=model.device), n, guided)
-    rows = row_seq.shape[0]
-    cache = KVCache(model.cfg.depth, rows, model.cfg.num_heads, geometry.total_tokens, model.cfg.head_dim,
-                    dtype=model.block_dtype, device=model.device)
-    tokens = model.scale0_tokens(text.sos[row_seq])
-    summed, out = None, PlainResult(bits=[], summed_codes=None)
+    cache = KVCache(model.cfg.depth, row_seq.shape[0], model.cfg.num_heads, geometry.total_tokens,
+                    model.cfg.head_dim, dtype=model.block_dtype, device=model.device)
+    out = PlainResult(bits=[], summed_codes=None)
+    summed = next_in = None
     for si in range(geometry.num_scales):
-        raw = scale_forward(model, geometry, si, tokens, text, row_seq, cache, geometry.starts[si])
-        logits = guide_logits(raw, n, params.cfg_at(si), params.tau_at(si), guided)
-        bits = latent_bits(sample_bits(logits, params, generator), geometry, si)
+        step = scale_step(model, geometry, si, text, row_seq, cache, next_in, summed, params, generator,
+                          forced_bits=None if teacher_bits is None else teacher_bits[si])
+        summed, next_in = step.summed, step.next_in
+        out.bits.append(step.bits)
         if record:
-            out.sampled_bits.append(bits)
-        if teacher_bits is not None:
-            bits = teacher_bits[si].to(bits.device, torch.uint8).reshape(bits.shape)
-        if record:
-            out.raw_logits.append(raw)
-            out.cfg_logits.append(logits)
-        out.bits.append(bits)
-        summed = accumulate(summed, bits_to_codes(bits, model.cfg.codebook_dim), geometry, si)
-        if si + 1 < geometry.num_scales:
-            x = next_input(summed, geometry, si)
-            if record:
-                out.next_inputs.append(x)
-            tokens = model.embed_tokens(x).repeat(rows // n, 1, 1)
+            out.sampled_bits.append(step.sampled)
+            out.raw_logits.append(step.raw)
+            out.cfg_logits.append(step.logits)
+            if next_in is not None:
+                out.next_inputs.append(next_in)
     out.summed_codes = summed
     return out
 
@@ -278,6 +314,6 @@ def forward_full(model: Infinity, text_features, lens, schedule, next_inputs: li
     levels = torch.repeat_interleave(torch.arange(geometry.num_scales, device=model.device),
                                      torch.tensor([geometry.tokens(i) for i in range(geometry.num_scales)],
                                                   device=model.device))
-    hidden = model.forward_tokens(x, None, text, row_seq, geometry.rope_cos, geometry.rope_sin, None, 0,
-                                  attn_mask=block_causal_mask(geometry, model.device), level_index=levels)
-    return model.logits(hidden, text.sos[row_seq])
+    ctx = ScaleContext(text, row_seq, geometry.rope_cos, geometry.rope_sin, level=levels,
+                       attn_mask=block_causal_mask(geometry, model.device))
+    return model.logits(model.forward_tokens(x, ctx), text.sos[row_seq])

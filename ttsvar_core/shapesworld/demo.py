@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-ASSETS = Path(__file__).resolve().parent / "assets" / "shapesworld"
+ASSETS = Path(__file__).resolve().parent.parent / "assets" / "shapesworld"
 MODEL_FILE, VAE_FILE, T5_DIR, CLIP_DIR = ("shapesworld_infinity.safetensors", "shapesworld_vae.safetensors",
                                           "t5", "clip")
 SAMPLING_FILE = "sampling.json"       # sampling settings chosen on training prompts (see docs)
@@ -35,7 +35,7 @@ class Shipped:
     schedule: list
 
     def params(self, cfg=None, tau=None):
-        from .sampling import SamplingParams
+        from ..model.sampling import SamplingParams
         s = self.settings
         return SamplingParams(cfg=s["cfg"] if cfg is None else cfg, tau=s["tau"] if tau is None else tau,
                               top_k=s["top_k"], top_p=s["top_p"]).validate(len(self.schedule))
@@ -50,8 +50,8 @@ def read_settings(folder: Path) -> dict:
 
 def load_shipped(folder=ASSETS, device="cpu", model=None, vae=None, text_encoder=None, clip=None) -> Shipped:
     """The model, reward and features of `folder` (default: the shipped ones); single paths may be overridden."""
-    from .pipeline import InfinityPipeline
-    from .scorers import load_feature_extractor, load_reward
+    from ..model.pipeline import InfinityPipeline
+    from ..scorers import load_feature_extractor, load_reward
 
     folder = Path(folder)
     settings = read_settings(folder)
@@ -66,15 +66,15 @@ def load_shipped(folder=ASSETS, device="cpu", model=None, vae=None, text_encoder
 def run_strategy(shipped: Shipped, prompts: list[str], strategy: str, n: int, seed: int, params=None,
                  selection_resolution: str = "fixed"):
     """One run_search call over all prompts; returns the engine's SearchResult and its wall time."""
-    from .engine import run_search, schedule_for
+    from ..engine import Scorers, SearchRequest, run_search, schedule_for
 
     batch = schedule_for(strategy, n, len(shipped.schedule), selection_side=shipped.settings["selection_side"],
                          selection_resolution=selection_resolution)
-    features, lens, _ = shipped.pipe.encode(list(prompts))
+    request = SearchRequest(shipped.pipe.encode(list(prompts)), tuple(shipped.schedule),
+                            params or shipped.params(), batch, seed=seed,
+                            scorers=Scorers(shipped.reward, shipped.extractor))
     start = time.perf_counter()
-    result = run_search(shipped.pipe.model, shipped.pipe.vae, features, lens, list(prompts), shipped.schedule,
-                        params or shipped.params(), batch, seed=seed, reward=shipped.reward,
-                        extractor=shipped.extractor)
+    result = run_search(shipped.pipe.model, shipped.pipe.vae, request)
     return result, time.perf_counter() - start
 
 
@@ -91,7 +91,8 @@ def add_demo_parser(sub):
 
 
 def run_demo(args) -> int:
-    from .shapesworld import evaluate, save_grid
+    from .evaluate import evaluate
+    from .grid import save_grid
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -122,7 +123,7 @@ def run_demo(args) -> int:
 
 def parse_prompt(text: str):
     """The spec of a prompt written in the world's grammar (train or test split), else None."""
-    from .shapesworld import all_prompts
+    from .prompts import all_prompts
     return next((p for p in all_prompts() if p.text == text), None)
 
 

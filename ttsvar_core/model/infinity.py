@@ -58,6 +58,32 @@ class TextCondition:
         return out
 
 
+@dataclass
+class ScaleContext:
+    """What every block needs for one forward pass: the text of each row, the positions, and the cache.
+
+    One context serves a scale of the cached loop (level = the scale index, cache written from `start`) or a
+    whole teacher-forced sequence (level = per-token scale indices, no cache, a block-causal mask)."""
+
+    text: TextCondition
+    row_seq: torch.Tensor              # [rows] text sequence of every network row
+    rope_cos: torch.Tensor             # [L, hd/2] angles of the tokens run now
+    rope_sin: torch.Tensor
+    level: int | torch.Tensor          # scale index, or [L] scale index of every token
+    cache: KVCache | None = None
+    start: int = 0                     # cache position of the first token run now
+    attn_mask: torch.Tensor | None = None
+    gss_rows: torch.Tensor = field(init=False, repr=False)
+    offsets: list[int] = field(init=False, repr=False)
+    seq_groups: list = field(init=False, repr=False)
+
+    def __post_init__(self):
+        self.gss_rows = self.text.gss[self.row_seq]
+        self.offsets = self.text.offsets()
+        # rows of each text sequence, so cross-attention runs once per sequence
+        self.seq_groups = [(int(s), (self.row_seq == s).nonzero().squeeze(1)) for s in self.row_seq.unique()]
+
+
 class SelfAttention(nn.Module):
     def __init__(self, cfg: InfinityConfig):
         super().__init__()
@@ -70,7 +96,7 @@ class SelfAttention(nn.Module):
         self.scale_mul_1H11 = nn.Parameter(torch.full((1, h, 1, 1), 4.0).log())
         self.proj = nn.Linear(c, c)
 
-    def forward(self, x, rope_cos, rope_sin, cache: KVCache | None, layer: int, start: int, attn_mask=None):
+    def forward(self, x, ctx: "ScaleContext", layer: int):
         rows, length, c = x.shape
         w = self.mat_qkv.weight
         bias = torch.cat((self.q_bias, self.zero_k_bias, self.v_bias)).to(w.dtype)
@@ -79,12 +105,12 @@ class SelfAttention(nn.Module):
         scale_mul = self.scale_mul_1H11.clamp_max(self.max_log).exp()
         q = F.normalize(q, dim=-1, eps=1e-12).mul(scale_mul).contiguous()
         k = F.normalize(k, dim=-1, eps=1e-12).contiguous()
-        q, k = apply_rope(q, k, rope_cos, rope_sin)
-        if cache is not None:
-            k, v = cache.write(layer, start, k.to(cache.k.dtype), v.to(cache.v.dtype))
+        q, k = apply_rope(q, k, ctx.rope_cos, ctx.rope_sin)
+        if ctx.cache is not None:
+            k, v = ctx.cache.write(layer, ctx.start, k.to(ctx.cache.k.dtype), v.to(ctx.cache.v.dtype))
             q = q.to(k.dtype)
         # cosine attention: scale 1; within a scale every token sees all tokens of scales <= its own
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=1.0)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=ctx.attn_mask, scale=1.0)
         return linear(out.transpose(1, 2).reshape(rows, length, c), self.proj)
 
 
@@ -167,13 +193,13 @@ class Block(nn.Module):
         self.ca_norm = nn.LayerNorm(c, eps=cfg.norm_eps)
         self.ada_gss = nn.Parameter(torch.zeros(1, 1, 6, c))
 
-    def forward(self, x, gss_rows, text: TextCondition, offsets, seq_groups, rope_cos, rope_sin, cache, layer, start,
-                attn_mask=None):
-        gamma1, gamma2, scale1, scale2, shift1, shift2 = (self.ada_gss.float() + gss_rows).unbind(2)
+    def forward(self, x, ctx: "ScaleContext", layer: int):
+        gamma1, gamma2, scale1, scale2, shift1, shift2 = (self.ada_gss.float() + ctx.gss_rows).unbind(2)
         a = ada_layer_norm(x, scale1, shift1, self.eps)
-        x = x + self.sa(a, rope_cos, rope_sin, cache, layer, start, attn_mask).float().mul_(gamma1)
+        x = x + self.sa(a, ctx, layer).float().mul_(gamma1)
         x = x + self.ca(F.layer_norm(x, (x.shape[-1],), self.ca_norm.weight.float(), self.ca_norm.bias.float(),
-                                     self.eps), text.keys_values(layer, self.ca), offsets, seq_groups).float()
+                                     self.eps), ctx.text.keys_values(layer, self.ca), ctx.offsets,
+                        ctx.seq_groups).float()
         x = x + self.ffn(ada_layer_norm(x, scale2, shift2, self.eps)).float().mul(gamma2)
         return x
 
@@ -273,19 +299,12 @@ class Infinity(nn.Module):
         """next_input [n, L, token_dim] (codes space) -> [n, L, C]."""
         return linear(next_input, self.word_embed).float()
 
-    def forward_tokens(self, x, scale_index: int, text: TextCondition, row_seq: torch.Tensor, rope_cos, rope_sin,
-                       cache: KVCache | None, start: int, attn_mask=None, level_index=None) -> torch.Tensor:
+    def forward_tokens(self, x: torch.Tensor, ctx: "ScaleContext") -> torch.Tensor:
         """Runs all blocks on tokens x [rows, L, C] of one scale (or, with a mask, a whole sequence)."""
-        if level_index is None:
-            x = x + self.lvl_embed.weight[scale_index]
-        else:
-            x = x + self.lvl_embed(level_index)
-        gss_rows = text.gss[row_seq]
-        offsets = text.offsets()
-        seq_groups = [(int(s), (row_seq == s).nonzero().squeeze(1)) for s in row_seq.unique()]
+        x = x + (self.lvl_embed.weight[ctx.level] if isinstance(ctx.level, int) else self.lvl_embed(ctx.level))
         for layer, block in enumerate(self.blocks()):
             # the block projects the text itself: with block streaming its weights arrive only on call
-            x = block(x, gss_rows, text, offsets, seq_groups, rope_cos, rope_sin, cache, layer, start, attn_mask)
+            x = block(x, ctx, layer)
         return x
 
     def logits(self, hidden: torch.Tensor, sos_rows: torch.Tensor) -> torch.Tensor:

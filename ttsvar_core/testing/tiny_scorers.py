@@ -1,6 +1,6 @@
 """Writes a tiny random reward model and feature extractor in real on-disk layouts (tests, CPU demos).
 
-    python -m ttsvar_core.tiny_scorers OUT_DIR [--seed 0]
+    python -m ttsvar_core.testing.tiny_scorers OUT_DIR [--seed 0]
     write_tiny_scorers(OUT_DIR) -> {"clip": OUT_DIR/ttsvar_rewards/tiny-clip,
                                     "dinov2": OUT_DIR/ttsvar_features/tiny_dinov2_reg4.pth}
 
@@ -79,7 +79,7 @@ def write_tiny_clip(folder: Path, seed: int = 0) -> Path:
 
 def write_tiny_dinov2(path: Path, seed: int = 0) -> Path:
     """One 64-wide block with 4 registers; 16x16 patch positions, as the real model at 224 px."""
-    from .scorers.dinov2 import DinoV2, VitShape
+    from ..scorers.dinov2 import DinoV2, VitShape
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -100,7 +100,7 @@ def write_tiny_scorers(out_dir, seed: int = 0) -> dict[str, Path]:
 
 def main(argv=None) -> int:
     import argparse
-    parser = argparse.ArgumentParser(prog="python -m ttsvar_core.tiny_scorers",
+    parser = argparse.ArgumentParser(prog="python -m ttsvar_core.testing.tiny_scorers",
                                      description="write a tiny random CLIP reward and DINOv2 feature extractor")
     parser.add_argument("out", help="models folder (gets ttsvar_rewards/ and ttsvar_features/)")
     parser.add_argument("--seed", type=int, default=0)

@@ -94,8 +94,13 @@ PRESETS: dict[str, InfinityConfig] = {
                            codebook_dim=16, vae=VAE_PRESETS["tiny_vae"]),
 }
 
-# which VAE belongs to which released transformer (checked by loaders and nodes)
-PAIRED_VAE = {"infinity_2b": "infinity_vae_d32reg", "infinity_8b": "infinity_vae_d56_f8_14_patchify"}
+# The released models: family name, the words that identify their transformer and VAE files, and which VAE
+# file belongs to which transformer (loaders check the weights; the node checks file names before loading).
+RELEASES = {
+    "Infinity-2B": {"model_words": ("2b",), "vae_words": ("d32reg", "d32"), "vae_file": "infinity_vae_d32reg.pth"},
+    "Infinity-8B": {"model_words": ("8b",), "vae_words": ("d56",), "vae_file": "infinity_vae_d56_f8_14_patchify.pth"},
+}
+PAIRING_HINT = ", ".join(f"{family} pairs with {r['vae_file']}" for family, r in RELEASES.items())
 
 # manifest checkpoint name -> preset
 MANIFEST_PRESETS = {
@@ -104,6 +109,11 @@ MANIFEST_PRESETS = {
     "infinity_vae_d32reg": ("vae", "infinity_vae_d32reg"),
     "infinity_vae_d56_f8_14_patchify": ("vae", "infinity_vae_d56_f8_14_patchify"),
 }
+
+
+def pixels_per_token(model_cfg: InfinityConfig, vae_cfg: VAEConfig) -> int:
+    """Image pixels per token side: the VAE's patch, times 2 where a token covers 2x2 latent cells (8B)."""
+    return vae_cfg.patch_size * (2 if model_cfg.apply_spatial_patchify else 1)
 
 
 def preset(name: str, **overrides) -> InfinityConfig:

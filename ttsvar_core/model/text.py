@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from .files import HF_WEIGHT_FILES as WEIGHT_FILES
+
 TOKENIZER_FILES = ("tokenizer.json", "spiece.model")
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
-                "pytorch_model.bin.index.json")
 
 
 class TextEncoderError(ValueError):
@@ -89,3 +90,24 @@ class TextEncoder:
         rows = {p: hidden[i, :n] for i, (p, n) in enumerate(zip(unique, lens))}
         features = torch.cat([rows[p] for p in prompts], 0)
         return features, [rows[p].shape[0] for p in prompts]
+
+
+# eq=False: values holding tensors compare (and hash) by identity, never element by element
+@dataclass(frozen=True, eq=False)
+class Prompts:
+    """Encoded prompts: the T5 rows of every prompt (concatenated), their lengths, and optionally the
+    negative prompt's rows (one copy per prompt)."""
+
+    texts: tuple[str, ...]
+    features: torch.Tensor                          # [sum(lens), C]
+    lens: tuple[int, ...]
+    negative: tuple[torch.Tensor, tuple[int, ...]] | None = None
+    negative_text: str = ""
+
+    @property
+    def channels(self) -> int:
+        return int(self.features.shape[-1])
+
+    def to(self, device) -> "Prompts":
+        negative = None if self.negative is None else (self.negative[0].to(device), tuple(self.negative[1]))
+        return Prompts(self.texts, self.features.to(device), self.lens, negative, self.negative_text)

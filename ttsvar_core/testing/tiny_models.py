@@ -16,8 +16,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from .checkpoints import _plain_vae_name, build_random, config_metadata
-from .config import PRESETS, VAEConfig
+from ..model.checkpoints import _plain_vae_name, build_random, config_metadata
+from ..model.config import PRESETS, VAEConfig
+from ..shapesworld.tokenizer import unigram_t5_tokenizer
 
 TINY = PRESETS["tiny"]
 # an 8B-like tiny model: spatial patchify (one token = 2x2 latent pixels) with an f8 VAE
@@ -58,33 +59,6 @@ def build_tokenizer(folder: Path, seed: int = 0):
     rng = random.Random(seed)
     sentences = [" ".join(rng.choice(_WORDS) for _ in range(rng.randint(3, 10))) for _ in range(4000)]
     return unigram_t5_tokenizer(folder, sentences, vocab_size=96, max_length=512)
-
-
-def unigram_t5_tokenizer(folder: Path, sentences, vocab_size: int, max_length: int):
-    """Trains a unigram sentencepiece model on `sentences` and saves it as a T5 tokenizer.json: built with
-    the tokenizers library so loading it needs neither sentencepiece nor protobuf."""
-    import io
-
-    import sentencepiece as spm
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
-    from transformers import T5TokenizerFast
-
-    buf = io.BytesIO()
-    spm.SentencePieceTrainer.train(sentence_iterator=iter(sentences), model_writer=buf, vocab_size=vocab_size,
-                                   model_type="unigram", pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
-                                   character_coverage=1.0, hard_vocab_limit=False, minloglevel=2)
-    sp = spm.SentencePieceProcessor(model_proto=buf.getvalue())
-    vocab = [(sp.id_to_piece(i), sp.get_score(i)) for i in range(sp.get_piece_size())]
-    tok = Tokenizer(models.Unigram(vocab, unk_id=2))
-    tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Replace(" {2,}", " ")])
-    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
-    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
-    tok.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A </s> $B </s>",
-                                                       special_tokens=[("</s>", 1)])
-    fast = T5TokenizerFast(tokenizer_object=tok, eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
-                           extra_ids=100, model_max_length=max_length, legacy=True)
-    fast.save_pretrained(str(folder))
-    return fast
 
 
 def write_t5(folder: Path, d_model: int, seed: int = 0):

@@ -1,7 +1,7 @@
 """Parity checker: compares our implementation with golden data produced by the official code.
 
-    python -m ttsvar_core.parity GOLDEN.safetensors [--json GOLDEN.json]
-    python -m ttsvar_core.parity --manifest MANIFEST.json [--manifest ...]
+    python -m ttsvar_core.testing.parity GOLDEN.safetensors [--json GOLDEN.json]
+    python -m ttsvar_core.testing.parity --manifest MANIFEST.json [--manifest ...]
 
 Everything is driven by the golden JSON: its config, schedules, per-run parameters (`run_params`) and
 pass criteria (`tolerances`). Prints a table (record, max abs diff, tolerance, pass); exit code 1 on any
@@ -21,11 +21,11 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from .checkpoints import TensorSource, _plain_vae_name, load_infinity, load_vae
-from .config import MANIFEST_PRESETS, PRESETS, VAE_PRESETS, config_from_golden
-from .infinity import Infinity
-from .sampling import SamplingParams, decode_images, forward_full, generate, to_uint8
-from .vae import BSQVAE
+from ..model.checkpoints import TensorSource, _plain_vae_name, load_infinity, load_vae
+from ..model.config import MANIFEST_PRESETS, PRESETS, VAE_PRESETS, config_from_golden
+from ..model.infinity import Infinity
+from ..model.sampling import SamplingParams, decode_images, forward_full, generate, to_uint8
+from ..model.vae import BSQVAE
 
 
 @dataclass
@@ -194,7 +194,7 @@ class ParityChecker:
                                    f"{wrong} decided bits differ, {int((~decided).sum())} near-ties skipped"))
 
     def check_intermediates(self, run, feats, lens, negative, sampling, schedule):
-        from .sampling import build_text
+        from ..model.sampling import build_text
         guided = sampling.guided(len(schedule))
         text = build_text(self.model, feats, lens, guided, negative)
         self.add(f"{run}.sos", text.sos, f"{run}.sos", None)
@@ -230,7 +230,7 @@ class ParityChecker:
                     wrong = int((b != self.g[key].to(torch.uint8)).sum())
                     self.records.append(Record(key, float(wrong), "exact", wrong == 0, f"{wrong} bits differ"))
             self.add(f"{run}.z", z, f"{run}.z", "vae_z_atol")
-            from .sampling import bits_to_codes
+            from ..model.sampling import bits_to_codes
             summed = None
             full = tuple(self.g[f"{run}.bits.s{len(schedule) - 1}"].shape[2:4])
             for b in (self.g[f"{run}.bits.s{i}"] for i in range(len(schedule))):
@@ -303,7 +303,7 @@ def print_table(records: list[Record]) -> bool:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m ttsvar_core.parity", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m ttsvar_core.testing.parity", description=__doc__.split("\n\n")[0])
     ap.add_argument("golden", nargs="*", type=Path, help="golden .safetensors file(s)")
     ap.add_argument("--json", type=Path, help="the golden JSON (default: next to the .safetensors)")
     ap.add_argument("--manifest", type=Path, action="append", default=[], help="checkpoint manifest JSON")

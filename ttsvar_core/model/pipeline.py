@@ -7,21 +7,12 @@ from pathlib import Path
 import torch
 
 from .checkpoints import load_infinity, load_vae
+from .config import pixels_per_token
+from .dtypes import parse_dtype
 from .infinity import Infinity
 from .schedules import get_schedule, validate_schedule
-from .text import TextEncoder
+from .text import Prompts, TextEncoder
 from .vae import BSQVAE
-
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def parse_dtype(name: str | torch.dtype) -> torch.dtype:
-    if isinstance(name, torch.dtype):
-        return name
-    if name not in DTYPES:
-        raise ValueError(f"unknown dtype {name!r}; choose one of {list(DTYPES)}")
-    return DTYPES[name]
-
 
 @dataclass
 class InfinityPipeline:
@@ -41,17 +32,19 @@ class InfinityPipeline:
                              f"but the transformer expects {model.cfg.text_channels} (flan-t5-xl: 2048)")
         return cls(model, vae, text)
 
-    def encode(self, prompts: list[str], negative_prompt: str | None = None):
-        """T5 rows of every prompt (each distinct prompt encoded once) and optional negative prompts."""
+    def encode(self, prompts: list[str], negative_prompt: str | None = None) -> Prompts:
+        """T5 rows of every prompt (each distinct prompt encoded once) and, when given, of the negative
+        prompt once per prompt."""
         features, lens = self.text_encoder.encode(prompts)
         negative = None
         if negative_prompt:
-            negative = self.text_encoder.encode([negative_prompt] * len(prompts))
-        return features, lens, negative
+            neg_features, neg_lens = self.text_encoder.encode([negative_prompt] * len(prompts))
+            negative = (neg_features, tuple(neg_lens))
+        return Prompts(tuple(prompts), features, tuple(lens), negative, negative_prompt or "")
 
     def schedule(self, aspect_ratio: float | str = 1.0, pixel_budget: str = "1M", custom=None):
         return validate_schedule(custom) if custom else get_schedule(aspect_ratio, pixel_budget)
 
     @property
     def pixels_per_token(self) -> int:
-        return self.vae.cfg.patch_size * (2 if self.model.cfg.apply_spatial_patchify else 1)
+        return pixels_per_token(self.model.cfg, self.vae.cfg)

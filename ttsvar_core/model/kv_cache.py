@@ -26,9 +26,6 @@ class KVCache:
     def capacity(self) -> int:
         return self.k.shape[3]
 
-    def nbytes(self) -> int:
-        return 2 * self.k.numel() * self.k.element_size()
-
     def write(self, layer: int, start: int, k_new: torch.Tensor, v_new: torch.Tensor):
         """Stores new keys/values at [start, start + n) and returns views of everything up to there."""
         end = start + k_new.shape[2]
