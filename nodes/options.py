@@ -9,7 +9,8 @@ from dataclasses import replace
 
 from ..ttsvar_core.engine import BatchSchedule, preset
 from ..ttsvar_core.engine.schedule import FEATURE_MODES, POTENTIALS
-from ..ttsvar_core.model.schedules import PIXEL_BUDGETS, validate_schedule
+from ..ttsvar_core.engine.text_inputs import parse_ints
+from ..ttsvar_core.model.schedules import PIXEL_BUDGETS
 
 # Aspect-ratio templates of Infinity as width:height labels -> the template's height/width key.
 ASPECT_RATIOS = {
@@ -39,37 +40,6 @@ SELECTION_DECODES = {
 SCALES_TOOLTIP = ("Optional. Token grids of a custom image schedule, coarse to fine, e.g. 1x1,2x2,4x4,8x8 "
                   "(height x width; a single number is a square). Each token is 16x16 pixels. Leave empty to "
                   "use the aspect ratio and pixel budget.")
-
-
-def parse_scales(text: str | None) -> tuple[tuple[int, int], ...] | None:
-    """'1x1,2x2,4x3' or '1,2,4' -> ((1, 1), (2, 2), (4, 3)); empty -> None (use the pixel budget)."""
-    if text is None or not text.strip():
-        return None
-    scales = []
-    for part in text.replace(" ", "").split(","):
-        if not part:
-            continue
-        sides = part.lower().split("x")
-        try:
-            hw = [int(s) for s in sides]
-        except ValueError:
-            raise ValueError(f"custom scales: {part!r} is not a token grid; write HxW (e.g. 4x4) or one "
-                             "number per scale, separated by commas") from None
-        if len(hw) not in (1, 2):
-            raise ValueError(f"custom scales: {part!r} has {len(hw)} sides; write HxW, e.g. 4x3")
-        scales.append((hw[0], hw[-1]))
-    try:
-        return tuple(validate_schedule(scales))
-    except ValueError as e:
-        raise ValueError(f"custom scales: {e}") from None
-
-
-def parse_ints(text: str, what: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(x) for x in text.replace(" ", "").split(",") if x)
-    except ValueError:
-        raise ValueError(f"{what}: {text!r} is not a list of whole numbers; write them separated by commas, "
-                         "e.g. 8,8,6") from None
 
 
 def num_scales(pixel_budget: str, custom: tuple | None) -> int:

@@ -11,12 +11,12 @@ import torch
 
 from ..ttsvar_core.engine import (DecodePolicy, ScaleDone, Scorers, SearchDone, SearchRequest, SearchState,
                                   SelectionDone, cluster_step, final_pick, resample_step, run_search)
+from ..ttsvar_core.engine.text_inputs import parse_scales
 from ..ttsvar_core.model.sampling import SamplingParams
 from . import comfy_glue as glue
 from . import previews
 from .options import (ASPECT_RATIOS, FEATURE_MODE_CHOICES, PICK_MODES, PIXEL_BUDGET_CHOICES, POTENTIAL_CHOICES,
-                      SCALES_TOOLTIP, SCHEDULE_PRESETS, SELECTION_DECODES, schedule_from_widgets, num_scales,
-                      parse_scales)
+                      SCALES_TOOLTIP, SCHEDULE_PRESETS, SELECTION_DECODES, num_scales, schedule_from_widgets)
 from .types import CONDITIONING, FEATURES, IMAGE, MODEL, REWARD, SCHEDULE, STATE, Candidates, SearchSchedule
 
 CATEGORY = "TTS-VAR"

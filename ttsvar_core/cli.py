@@ -1,6 +1,7 @@
 """`python -m ttsvar_core generate`: run a strategy on real or tiny model files."""
 from __future__ import annotations
 
+import argparse
 import json
 import math
 from pathlib import Path
@@ -9,22 +10,20 @@ import torch
 
 from .engine.schedule import FEATURE_MODES, POTENTIALS, SELECTION_RESOLUTIONS
 from .engine.strategies import STRATEGIES
+from .engine.text_inputs import parse_floats, parse_ints, parse_scales
 from .model.dtypes import DTYPE_NAMES
 from .model.schedules import PIXEL_BUDGETS
 
 
-def int_list(text: str) -> tuple[int, ...]:
-    return tuple(int(x) for x in text.replace(" ", "").split(",") if x) if text else ()
-
-
-def float_list(text: str):
-    values = tuple(float(x) for x in text.split(","))
-    return values[0] if len(values) == 1 else values
-
-
-def schedule_arg(text: str):
-    """'1x1,2x2,4x4' -> [(1, 1), (2, 2), (4, 4)]"""
-    return [tuple(int(v) for v in part.lower().split("x")) for part in text.split(",")]
+def argument(parse, what: str):
+    """An argparse type from one of our text parsers: its message becomes argparse's error line."""
+    def convert(text: str):
+        try:
+            return parse(text, what)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    convert.__name__ = what
+    return convert
 
 
 def add_generate_parser(sub):
@@ -40,14 +39,14 @@ def add_generate_parser(sub):
     p.add_argument("--out", required=True, help="output folder for images and the trace")
     p.add_argument("--aspect-ratio", type=float, default=1.0, help="h/w, snapped to the 15 templates")
     p.add_argument("--pixel-budget", default="1M", choices=tuple(PIXEL_BUDGETS))
-    p.add_argument("--schedule", type=schedule_arg, default=None, help="custom scales, e.g. 1x1,2x2,4x4")
-    p.add_argument("--cfg", type=float_list, default=3.0, help="one value or one per scale")
-    p.add_argument("--tau", type=float_list, default=0.5, help="one value or one per scale")
+    p.add_argument("--schedule", type=argument(lambda text, what: parse_scales(text), "custom scales"), default=None, help="custom scales, e.g. 1x1,2x2,4x4")
+    p.add_argument("--cfg", type=argument(parse_floats, "cfg"), default=3.0, help="one value or one per scale")
+    p.add_argument("--tau", type=argument(parse_floats, "tau"), default=0.5, help="one value or one per scale")
     p.add_argument("--top-k", type=int, default=900)
     p.add_argument("--top-p", type=float, default=0.97)
-    p.add_argument("--batch-sizes", type=int_list, default=None, help="base sizes per scale (times N)")
-    p.add_argument("--cluster-scales", type=int_list, default=None)
-    p.add_argument("--resample-scales", type=int_list, default=None)
+    p.add_argument("--batch-sizes", type=argument(parse_ints, "batch sizes"), default=None, help="base sizes per scale (times N)")
+    p.add_argument("--cluster-scales", type=argument(parse_ints, "cluster scales"), default=None)
+    p.add_argument("--resample-scales", type=argument(parse_ints, "resample scales"), default=None)
     p.add_argument("--potential", choices=POTENTIALS, default=None)
     p.add_argument("--lam", type=float, default=None, help="resampling temperature lambda")
     p.add_argument("--feature-mode", choices=FEATURE_MODES, default=None)

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..cli import int_list
+from ..engine.text_inputs import parse_ints
 
 STRATEGIES = ("raw", "is", "bon", "tts-var")
 Z95 = 1.959964
@@ -360,7 +360,7 @@ def add_evaluate_parser(sub):
     p.add_argument("--prompts", choices=("geneval", "test"), default="geneval",
                    help="geneval: 553 test items in GenEval's category mix; test: the 432 held-out prompts")
     p.add_argument("--strategies", default="raw,is,bon,tts-var")
-    p.add_argument("--n", type=int_list, default=(1, 2, 4, 8), help="comma-separated N values")
+    p.add_argument("--n", type=lambda text: parse_ints(text, "--n"), default=(1, 2, 4, 8), help="comma-separated N values")
     p.add_argument("--seeds", type=int, default=1, help="seeds per prompt (0..S-1)")
     p.add_argument("--limit", type=int, default=None, help="only this many prompts, spread over the set")
     p.add_argument("--chunk", type=int, default=8, help="prompts per run_search call")
