@@ -169,3 +169,61 @@ def test_step_capacity_and_rebuild_room(tiny, prompts):
     grown.release_cache()
     assert grown.cache.capacity == 1 + 4 + 9  # rebuilt with room for what exists only
     assert grown.step(capacity_scales=4).cache.capacity == 1 + 4 + 9 + 16
+
+
+# ---- branching: vary from a scale, force scales (start from an image) ---------------------------------------
+def test_varied_equals_a_fresh_run_that_shares_the_prefix(tiny, prompts):
+    model, _ = tiny
+    feats, lens = prompts
+    done = start(model, prompts, n=3).step(until=len(SCHEDULE))
+    varied = done.varied(index=4, scale=1, copies=3, seed=99).step(until=len(SCHEDULE))
+    # a fresh run of 3 candidates of candidate 4's prompt whose first two scales are candidate 4's
+    prompt = int(done.prompt_of[4])
+    a, b = sum(lens[:prompt]), sum(lens[:prompt + 1])
+    fresh = SearchState.start(model, feats, lens, SCHEDULE, PARAMS, [3 if p == prompt else 1 for p in range(2)],
+                              seed=99)
+    keep = fresh.candidates_of(prompt)
+    fresh = fresh.select(keep)  # only that prompt's candidates, with their own streams
+    fresh = fresh.forced([done.bits[0][4:5], done.bits[1][4:5]]).step(until=len(SCHEDULE))
+    assert a < b and varied.num_candidates == 3 and varied.prompt_of.tolist() == [prompt] * 3
+    for si in range(len(SCHEDULE)):
+        assert torch.equal(varied.bits[si], fresh.bits[si]), si
+    assert torch.equal(varied.summed, fresh.summed)
+    # shared prefix, different continuations
+    assert all(torch.equal(varied.bits[si][j], done.bits[si][4]) for si in (0, 1) for j in range(3))
+    assert not torch.equal(varied.bits[-1][0], varied.bits[-1][1])
+
+
+def test_truncated_state_continues_like_the_original(tiny, prompts):
+    model, _ = tiny
+    two = start(model, prompts, n=2).step(until=2)
+    four = two.step(until=4)
+    again = four.truncated(2)
+    assert again.scale == 2 and torch.equal(again.summed, two.summed) and torch.equal(again.next_in, two.next_in)
+    assert torch.equal(again.reseeded(7).step().bits[-1], two.reseeded(7).step().bits[-1])
+    back = four.step(until=5).truncated(4)
+    assert all(torch.equal(x, y) for x, y in zip(back.bits, four.bits)) and torch.equal(back.summed, four.summed)
+    assert torch.isnan(back.scores[:, 4:]).all()
+
+
+def test_forcing_every_scale_reproduces_the_given_bits(tiny, prompts):
+    model, _ = tiny
+    reference = start(model, prompts, n=1).step(until=len(SCHEDULE))
+    forced = start(model, prompts, n=1).forced(list(reference.bits))
+    assert all(torch.equal(x, y) for x, y in zip(forced.bits, reference.bits))
+    assert torch.equal(forced.summed, reference.summed)
+    assert torch.allclose(forced.cache.k[:, :, :, :forced.cache_length],
+                          reference.rebuilt_cache().k[:, :, :, :reference.cache_length])
+
+
+def test_branching_inputs_are_checked(tiny, prompts):
+    model, _ = tiny
+    state = start(model, prompts, n=2).step(until=3)
+    with pytest.raises(ValueError, match="candidate 9"):
+        state.varied(9, 1, 2, seed=1)
+    with pytest.raises(ValueError, match="scale 3 has not been generated"):
+        state.varied(0, 3, 2, seed=1)
+    with pytest.raises(ValueError, match="shape"):
+        state.forced([torch.zeros(1, 1, 9, 9, 4, dtype=torch.uint8)])
+    with pytest.raises(ValueError, match="cannot force"):
+        state.forced([state.bits[0]] * 3)

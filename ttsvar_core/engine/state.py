@@ -15,7 +15,8 @@ import torch.nn.functional as F
 
 from ..model.infinity import Infinity, TextCondition
 from ..model.kv_cache import CacheRef, KVCache
-from ..model.sampling import Geometry, SamplingParams, build_text, decode_images, row_layout, scale_step, to_uint8
+from ..model.sampling import (Geometry, SamplingParams, accumulate, bits_to_codes, build_text, decode_images,
+                              next_input, row_layout, scale_step, to_uint8)
 from .streams import Stream, derive_seed
 
 
@@ -27,6 +28,17 @@ def index_keep_layout(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     picked = physical.index_select(order.index(0), idx)
     inverse = [order.index(d) for d in range(t.ndim)]
     return picked.permute(inverse)
+
+
+def fresh_streams(seed: int, prompt_of: torch.Tensor) -> tuple:
+    """Candidate j of prompt p draws from Stream(derive_seed(seed, p, j)): what it draws never depends on
+    how many other candidates or prompts share the batch."""
+    counts: dict[int, int] = {}
+    streams = []
+    for p in prompt_of.tolist():
+        streams.append(Stream(derive_seed(seed, int(p), counts.get(p, 0))))
+        counts[p] = counts.get(p, 0) + 1
+    return tuple(streams)
 
 
 @dataclass(frozen=True)
@@ -74,8 +86,7 @@ class SearchState:
         if shared_generator:  # the reference's single generator, for parity with its runs
             streams = (Stream(seed),)
         else:
-            local = torch.cat([torch.arange(c) for c in counts]).tolist()
-            streams = tuple(Stream(derive_seed(seed, int(p), i)) for p, i in zip(prompt_of.tolist(), local))
+            streams = fresh_streams(seed, prompt_of)
         return cls(model=model, geometry=geometry, params=params, text=text, num_prompts=len(lens), guided=guided,
                    prompt_of=prompt_of, scale=0, bits=(), summed=None, next_in=None, cache_ref=CacheRef(cache),
                    streams=streams,
@@ -247,3 +258,68 @@ class SearchState:
                              forced_bits=self.bits[si], draw=False)
             summed, next_in = out.summed, out.next_in
         return cache
+
+    # ---- branching ------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def forced(self, bits: list[torch.Tensor]) -> "SearchState":
+        """The next len(bits) scales taken from given bits instead of sampled ones (teacher forcing): each
+        [N or 1, 1, H, W, d] in the latent layout (1: the same bits for every candidate). Nothing is drawn,
+        so every candidate's random stream is where it was: sampling continues from the forced scales as a
+        fresh run would from its first scale. Start from Image forces an encoded image's scales this way."""
+        if self.shared_stream:
+            raise ValueError("forcing scales needs per-candidate streams (not the reference's shared generator)")
+        if not bits or self.scale + len(bits) > self.geometry.num_scales:
+            raise ValueError(f"cannot force {len(bits)} scale(s) after scale {self.scale} of "
+                             f"{self.geometry.num_scales}")
+        g, model, n = self.geometry, self.model, self.num_candidates
+        cache = self._owned_cache(self.scale + len(bits))
+        summed, next_in, new_bits = self.summed, self.next_in, []
+        for offset, forced in enumerate(bits):
+            si = self.scale + offset
+            expected = (1, *g.latent_hw(si), model.cfg.codebook_dim)
+            if tuple(forced.shape[1:]) != expected or forced.shape[0] not in (1, n):
+                raise ValueError(f"bits for scale {si} have shape {tuple(forced.shape)}; expected "
+                                 f"[{n} or 1, {', '.join(map(str, expected))}]")
+            forced = forced.to(model.device, torch.uint8).expand(n, *expected).contiguous()
+            out = scale_step(model, g, si, self.text, self.row_seq(), cache, next_in, summed, self.params,
+                             forced_bits=forced, draw=False)
+            summed, next_in = out.summed, out.next_in
+            new_bits.append(out.bits)
+        return replace(self, scale=self.scale + len(bits), bits=self.bits + tuple(new_bits), summed=summed,
+                       next_in=next_in, cache_ref=CacheRef(cache), memo={})
+
+    @torch.no_grad()
+    def truncated(self, scales: int) -> "SearchState":
+        """These candidates as they were after their first `scales` scales: the shared KV cache keeps its
+        prefix (the next step copies it, copy-on-write), sums and inputs are re-added from the kept bits in
+        the order the steps added them, so the floats are the same. Rewards of dropped scales are forgotten."""
+        if not 1 <= scales <= self.scale:
+            raise ValueError(f"can keep 1 to {self.scale} generated scales, not {scales}")
+        if scales == self.scale:
+            return self
+        g, model = self.geometry, self.model
+        summed = None
+        for si in range(scales):
+            summed = accumulate(summed, bits_to_codes(self.bits[si], model.cfg.codebook_dim), g, si)
+        scores = self.scores.clone()
+        scores[:, scales:] = float("nan")
+        return replace(self, scale=scales, bits=self.bits[:scales], summed=summed,
+                       next_in=next_input(summed, g, scales - 1), scores=scores, memo={})
+
+    def reseeded(self, seed: int) -> "SearchState":
+        """The same candidates with fresh random streams, as SearchState.start(seed=seed) gives them."""
+        if self.shared_stream:
+            raise ValueError("reseeding needs per-candidate streams (not the reference's shared generator)")
+        return replace(self, streams=fresh_streams(seed, self.prompt_of), seed=seed)
+
+    def varied(self, index: int, scale: int, copies: int, seed: int) -> "SearchState":
+        """`copies` new candidates that share candidate `index`'s scales 0..`scale` and continue with new
+        seeds: late scales give subtle variations, early ones strong. The shared prefix is re-indexed, never
+        recomputed."""
+        if not 0 <= index < self.num_candidates:
+            raise ValueError(f"candidate {index} does not exist: choose 0 to {self.num_candidates - 1}")
+        if not 0 <= scale < self.scale:
+            raise ValueError(f"scale {scale} has not been generated: choose 0 to {self.scale - 1}")
+        if copies < 1:
+            raise ValueError(f"need at least one variation, got {copies}")
+        return self.truncated(scale + 1).select([index] * copies).reseeded(seed)
