@@ -227,3 +227,18 @@ def test_branching_inputs_are_checked(tiny, prompts):
         state.forced([torch.zeros(1, 1, 9, 9, 4, dtype=torch.uint8)])
     with pytest.raises(ValueError, match="cannot force"):
         state.forced([state.bits[0]] * 3)
+
+
+def test_start_from_an_image_forces_its_encoded_scales(tiny, prompts):
+    from ttsvar_core.model.sampling import encode_images
+    model, vae = tiny
+    drawn = start(model, prompts, n=1).step(until=len(SCHEDULE)).decode(vae)       # [2, 80, 80, 3]
+    fresh = start(model, prompts, n=1)
+    bits = encode_images(vae, drawn, fresh.geometry)
+    assert [tuple(b.shape) for b in bits] == [(2, 1, h, w, model.cfg.codebook_dim) for h, w in SCHEDULE]
+    whole = fresh.forced(bits)                      # k = last scale: the image's own bits
+    assert all(torch.equal(x, y) for x, y in zip(whole.bits, bits))
+    partial = fresh.forced(bits[:2]).step(until=len(SCHEDULE))   # composition from the image, rest sampled
+    assert torch.equal(partial.bits[1], bits[1]) and partial.scale == len(SCHEDULE)
+    with pytest.raises(ValueError, match="RGB"):
+        encode_images(vae, drawn[..., :2], fresh.geometry)

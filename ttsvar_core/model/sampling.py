@@ -201,6 +201,22 @@ def decode_images(vae, summed: torch.Tensor, chunk: int = 8) -> torch.Tensor:
     return torch.cat([vae.decode(z[i:i + chunk].to(vae.device)) for i in range(0, z.shape[0], chunk)], 0)
 
 
+@torch.no_grad()
+def encode_images(vae, images: torch.Tensor, geometry: Geometry) -> list[torch.Tensor]:
+    """uint8 RGB images [B, H, W, 3] -> their bits at every scale of `geometry` (latent layout [B, 1, h, w, d]),
+    the residual multi-scale quantisation the model was trained on. Images are resized (area-preserving
+    antialiased bicubic) to the schedule's pixel size; snapping the aspect ratio is the caller's choice."""
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"expected RGB images [B, H, W, 3], got shape {tuple(images.shape)}")
+    latent = geometry.latent_hw(geometry.num_scales - 1)
+    size = (latent[0] * vae.cfg.patch_size, latent[1] * vae.cfg.patch_size)
+    x = images.permute(0, 3, 1, 2).float().div(127.5).sub(1)
+    if tuple(x.shape[-2:]) != size:
+        x = F.interpolate(x, size=size, mode="bicubic", antialias=True).clamp(-1, 1)
+    _, bits, _ = vae.encode_bits(x.to(vae.device), [geometry.latent_hw(si) for si in range(geometry.num_scales)])
+    return bits
+
+
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
     """[-1, 1] images [n, 3, H, W] -> uint8 RGB [n, H, W, 3], truncating like the official code."""
     return ((images + 1) / 2).permute(0, 2, 3, 1).mul(255).to(torch.uint8)
