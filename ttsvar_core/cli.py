@@ -65,6 +65,9 @@ def add_generate_parser(sub):
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", choices=DTYPE_NAMES, default=None,
                    help="transformer block dtype (default bf16 on GPU, fp32 on CPU)")
+    p.add_argument("--weight-storage", choices=("fp8",), default=None,
+                   help="fp8: store the transformer blocks' matmul weights in float8 (half the memory of bf16), "
+                        "computed in --dtype")
     p.add_argument("--shared-generator", action="store_true",
                    help="one random generator for all candidates, as the reference code (parity runs)")
     p.add_argument("--trace", default=None, help="write the per-scale trace to this JSON file")
@@ -115,7 +118,8 @@ def run_generate(args) -> int:
 
     device = torch.device(args.device)
     dtype = args.dtype or ("bf16" if device.type == "cuda" else "fp32")
-    pipe = InfinityPipeline.load(args.model, args.vae, args.text_encoder, device=device, dtype=dtype)
+    pipe = InfinityPipeline.load(args.model, args.vae, args.text_encoder, device=device, dtype=dtype,
+                                 weight_storage=args.weight_storage)
     schedule = pipe.schedule(args.aspect_ratio, args.pixel_budget, args.schedule)
     batch = batch_schedule_from_args(args, len(schedule))
     reward, extractor = load_scorers(args, batch, device)

@@ -303,10 +303,27 @@ def load_vae(path, *, device="cpu", dtype=torch.float32, expected: VAEConfig | N
     return model.eval().requires_grad_(False)
 
 
+def is_fp8_slot(key: str, ndim: int) -> bool:
+    """The tensors fp8 storage applies to: the blocks' matmul weights (90% of the parameters). Biases,
+    norms and AdaLN tables stay in the compute dtype: they are small and sensitive."""
+    return key.startswith("block_chunks.") and key.endswith(".weight") and ndim == 2
+
+
+def store_fp8(model: Infinity, fp8_dtype: torch.dtype = torch.float8_e4m3fn) -> Infinity:
+    """Stores the blocks' matmul weights in fp8 (in place); they are upcast per layer when they run."""
+    for name, p in model.named_parameters():
+        if is_fp8_slot(name, p.ndim):
+            p.data = p.data.to(fp8_dtype)
+    return model
+
+
 def load_infinity(path, *, vae_cfg: VAEConfig | None = None, device="cpu", dtype=torch.float32,
-                  cfg: InfinityConfig | None = None) -> Infinity:
-    """Blocks are stored in `dtype`; embeddings, text modules, shared AdaLN and head stay float32 (as the
-    official bf16 inference keeps them)."""
+                  cfg: InfinityConfig | None = None, weight_storage: str | None = None) -> Infinity:
+    """Blocks compute in `dtype`; embeddings, text modules, shared AdaLN and head stay float32 (as the
+    official bf16 inference keeps them). `weight_storage="fp8"` stores the blocks' matmul weights in
+    float8 e4m3fn (half the memory of bf16), upcast to `dtype` layer by layer as they run."""
+    if weight_storage not in (None, "fp8"):
+        raise ValueError(f"unknown weight storage {weight_storage!r}; choose None (the compute dtype) or 'fp8'")
     src = path if isinstance(path, TensorSource) else TensorSource(path)
     cfg = cfg or infinity_config_from_source(src, vae_cfg)
     if vae_cfg is not None and cfg.vae != vae_cfg:
@@ -329,7 +346,11 @@ def load_infinity(path, *, vae_cfg: VAEConfig | None = None, device="cpu", dtype
             return t[: cfg.text_maxlen]
         return torch.cat([t, t.new_zeros(cfg.text_maxlen - t.shape[0], t.shape[1])])
 
+    shapes = model.state_dict()
+
     def dtype_of(key: str):
+        if weight_storage == "fp8" and is_fp8_slot(key, shapes[key].ndim):
+            return torch.float8_e4m3fn
         return dtype if key.startswith("block_chunks.") else torch.float32
 
     hint = ""

@@ -21,9 +21,19 @@ def round_bf16(x: torch.Tensor) -> torch.Tensor:
     return x.to(torch.bfloat16).to(x.dtype) if x.dtype == torch.float32 else x
 
 
+# Weight dtypes that are storage only: such a weight is upcast to its layer's compute dtype (that of its
+# bias) just before its matmul, so fp8 halves the blocks' memory while the arithmetic stays bf16/fp32.
+FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
+
+
+def compute_weight(weight: torch.Tensor, compute_dtype: torch.dtype) -> torch.Tensor:
+    return weight.to(compute_dtype) if weight.dtype in FP8_DTYPES else weight
+
+
 def linear(x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
-    """A linear layer run in its weight dtype (bf16 blocks take fp32 activations)."""
-    return F.linear(x.to(layer.weight.dtype), layer.weight, layer.bias)
+    """A linear layer run in its compute dtype (bf16 blocks take fp32 activations; fp8 weights upcast)."""
+    w = layer.weight if layer.bias is None else compute_weight(layer.weight, layer.bias.dtype)
+    return F.linear(x.to(w.dtype), w, layer.bias)
 
 
 def ada_layer_norm(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, eps: float) -> torch.Tensor:
@@ -98,7 +108,7 @@ class SelfAttention(nn.Module):
 
     def forward(self, x, ctx: "ScaleContext", layer: int):
         rows, length, c = x.shape
-        w = self.mat_qkv.weight
+        w = compute_weight(self.mat_qkv.weight, self.q_bias.dtype)
         bias = torch.cat((self.q_bias, self.zero_k_bias, self.v_bias)).to(w.dtype)
         qkv = F.linear(x.to(w.dtype), w, bias).view(rows, length, 3, self.num_heads, self.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # [rows, H, L, hd]
@@ -142,7 +152,7 @@ class CrossAttention(nn.Module):
         self.proj = nn.Linear(embed_dim, embed_dim)
 
     def keys_values(self, memory: torch.Tensor):
-        w = self.mat_kv.weight
+        w = compute_weight(self.mat_kv.weight, self.v_bias.dtype)
         kv = F.linear(memory.to(w.dtype), w, torch.cat((self.zero_k_bias, self.v_bias)).to(w.dtype))
         kv = kv.view(-1, 2, self.num_heads, self.head_dim)
         return round_bf16(kv[:, 0]).transpose(0, 1), round_bf16(kv[:, 1]).transpose(0, 1)  # [H, T, hd]
@@ -266,7 +276,8 @@ class Infinity(nn.Module):
 
     @property
     def block_dtype(self) -> torch.dtype:
-        return self.block_chunks[0].module[0].sa.mat_qkv.weight.dtype
+        """The dtype the blocks compute (and the KV cache stores) in; fp8-stored weights compute in it too."""
+        return self.block_chunks[0].module[0].sa.q_bias.dtype
 
     @property
     def device(self) -> torch.device:

@@ -22,10 +22,11 @@ class InfinityPipeline:
 
     @classmethod
     def load(cls, model_path, vae_path, text_encoder_dir, *, device="cpu", dtype="fp32",
-             text_device=None) -> "InfinityPipeline":
+             text_device=None, weight_storage: str | None = None) -> "InfinityPipeline":
+        """`weight_storage="fp8"`: the transformer blocks' matmul weights in fp8, computed in `dtype`."""
         device, dtype = torch.device(device), parse_dtype(dtype)
         vae = load_vae(vae_path, device=device, dtype=torch.float32 if device.type == "cpu" else dtype)
-        model = load_infinity(model_path, vae_cfg=vae.cfg, device=device, dtype=dtype)
+        model = load_infinity(model_path, vae_cfg=vae.cfg, device=device, dtype=dtype, weight_storage=weight_storage)
         text = TextEncoder(text_encoder_dir, device=text_device or device, max_length=model.cfg.text_maxlen)
         if text.channels != model.cfg.text_channels:
             raise ValueError(f"the text encoder in {Path(text_encoder_dir)} gives {text.channels}-channel features "
