@@ -100,7 +100,7 @@ RELEASES = {
     "Infinity-2B": {"model_words": ("2b",), "vae_words": ("d32reg", "d32"), "vae_file": "infinity_vae_d32reg.pth"},
     "Infinity-8B": {"model_words": ("8b",), "vae_words": ("d56",), "vae_file": "infinity_vae_d56_f8_14_patchify.pth"},
 }
-PAIRING_HINT = ", ".join(f"{family} pairs with {r['vae_file']}" for family, r in RELEASES.items())
+PAIRING_HINT = "Infinity-2B pairs with {}, Infinity-8B with {}".format(*(r["vae_file"] for r in RELEASES.values()))
 
 # manifest checkpoint name -> preset
 MANIFEST_PRESETS = {
