@@ -59,8 +59,9 @@ class TTSVARStart(io.ComfyNode):
                 custom_scales=""):
         scales = image_schedule(model, aspect_ratio, pixel_budget, parse_scales(custom_scales))
         # the candidates are plain sampling of N until later nodes select: that request is what gets checked
-        request = SearchRequest(conditioning, scales, sampling(cfg, tau, top_k, top_p),
-                                preset("raw", n=candidates, num_scales=len(scales)), seed=seed).check_inputs(model.model)
+        plain = preset("raw", n=candidates, num_scales=len(scales))
+        request = SearchRequest(conditioning, scales, sampling(cfg, tau, top_k, top_p), plain, seed=seed)
+        request.check_inputs(model.model)
         # no KV-cache room yet: each Step node allocates room for exactly the scales it generates
         state = SearchState.start(model.model, conditioning.features, list(conditioning.lens), scales, request.sampling,
                                   candidates, seed=seed, negative=conditioning.negative, capacity_scales=1)

@@ -49,9 +49,8 @@ class TTSVARBatchSchedule(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, preset, pixel_budget, batch_sizes, cluster_scales, resample_scales, custom_scales=""):
-        # Every input named here is one the check reads. ComfyUI 0.3.75 lists a returned message once per
-        # named input, so a bad schedule shows on all six: it cannot be pinned to one input without leaving
-        # the rest unread (see the report in tests/e2e/test_nodes.py, test_validation_messages_*).
+        # The check reads these six inputs. ComfyUI 0.3.75 files a returned message under every input a
+        # validator names, and a validator sees only the inputs it names: a bad schedule is listed on all six.
         texts = (preset, pixel_budget, batch_sizes, cluster_scales, resample_scales, custom_scales)
         if any(t is None for t in texts):
             return True  # a linked value is known only at run time; execute checks it then
