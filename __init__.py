@@ -1,13 +1,14 @@
 """ComfyUI entry point of the comfyui-ttsvar node pack.
 
-ComfyUI imports this file as a package from its custom_nodes folder. It has a
-top-level module of its own called ``nodes``, so the pack's node list is reached
-only through a relative import.
+ComfyUI imports this file as a package from its custom_nodes folder and registers
+the nodes `comfy_entrypoint` hands it (the schema API's way; ComfyUI reads it only
+when the module has no NODE_CLASS_MAPPINGS). It has a top-level module of its own
+called ``nodes``, so the pack's nodes are reached only through a relative import.
 """
 
 import os
 
-from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+from .nodes import comfy_entrypoint
 
 WEB_DIRECTORY = "./web"
 
@@ -54,4 +55,4 @@ except ImportError:
 if _comfy_folder_paths is not None:
     _register_model_folders(_comfy_folder_paths)
 
-__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "WEB_DIRECTORY"]
+__all__ = ["comfy_entrypoint", "WEB_DIRECTORY"]

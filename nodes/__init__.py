@@ -1,27 +1,25 @@
-"""ComfyUI node classes of comfyui-ttsvar, collected into ComfyUI's two mappings.
+"""ComfyUI nodes of comfyui-ttsvar, in the schema API (comfy_api.latest), handed to ComfyUI by one extension.
 
-The pack's root __init__.py re-exports these mappings to ComfyUI. Node ids carry the TTSVAR_ prefix so they
-never collide with other packs.
+The pack's root __init__.py exposes `comfy_entrypoint`. Node ids carry the TTSVAR_ prefix so they never
+collide with other packs; they are what saved workflows refer to, so they never change.
 """
+from comfy_api.latest import ComfyExtension
 
+from .candidates import TTSVARDecode, TTSVARStart, TTSVARStep
 from .loaders import TTSVARFeatureLoader, TTSVARModelLoader, TTSVARRewardLoader
-from .search import (TTSVARBatchSchedule, TTSVARCluster, TTSVARDecode, TTSVARPickBest, TTSVARResample,
-                     TTSVARSampler, TTSVARStart, TTSVARStep, TTSVARTextEncode)
+from .prompts import TTSVARTextEncode
+from .sampler import TTSVARSampler
+from .schedule import TTSVARBatchSchedule
+from .selection import TTSVARCluster, TTSVARPickBest, TTSVARResample
 
-_NODES = (
-    ("TTSVAR_ModelLoader", TTSVARModelLoader, "TTS-VAR Load Infinity Model"),
-    ("TTSVAR_RewardLoader", TTSVARRewardLoader, "TTS-VAR Load Reward Model"),
-    ("TTSVAR_FeatureLoader", TTSVARFeatureLoader, "TTS-VAR Load Feature Extractor"),
-    ("TTSVAR_TextEncode", TTSVARTextEncode, "TTS-VAR Text Encode"),
-    ("TTSVAR_Start", TTSVARStart, "TTS-VAR Start Candidates"),
-    ("TTSVAR_BatchSchedule", TTSVARBatchSchedule, "TTS-VAR Batch Schedule"),
-    ("TTSVAR_Step", TTSVARStep, "TTS-VAR Step Scales"),
-    ("TTSVAR_Cluster", TTSVARCluster, "TTS-VAR Clustering Selection"),
-    ("TTSVAR_Resample", TTSVARResample, "TTS-VAR Reward Resampling"),
-    ("TTSVAR_Decode", TTSVARDecode, "TTS-VAR Decode Candidates"),
-    ("TTSVAR_PickBest", TTSVARPickBest, "TTS-VAR Pick Best"),
-    ("TTSVAR_Sampler", TTSVARSampler, "TTS-VAR Sampler (all-in-one)"),
-)
+NODES = [TTSVARModelLoader, TTSVARRewardLoader, TTSVARFeatureLoader, TTSVARTextEncode, TTSVARStart,
+         TTSVARBatchSchedule, TTSVARStep, TTSVARCluster, TTSVARResample, TTSVARDecode, TTSVARPickBest, TTSVARSampler]
 
-NODE_CLASS_MAPPINGS = {node_id: cls for node_id, cls, _ in _NODES}
-NODE_DISPLAY_NAME_MAPPINGS = {node_id: name for node_id, _, name in _NODES}
+
+class TTSVARExtension(ComfyExtension):
+    async def get_node_list(self):
+        return list(NODES)
+
+
+async def comfy_entrypoint() -> ComfyExtension:
+    return TTSVARExtension()

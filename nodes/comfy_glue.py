@@ -5,6 +5,7 @@
 - progress and interrupts: one callback per generated scale that honours Cancel, advances the node's
   progress bar and reports the scale on the websocket;
 - previews: sending the candidate grid as the websocket event `ttsvar.candidates`;
+  the events name the node by the id ComfyUI hands it (the schema's hidden unique_id);
 - model folders: listing files and model folders (8B shard folders, Hugging Face folders) as one entry each.
 """
 from __future__ import annotations
@@ -17,7 +18,6 @@ import comfy.model_management as mm
 import comfy.utils
 import folder_paths
 import torch
-from comfy_execution.utils import get_executing_context
 from server import PromptServer
 
 from ..ttsvar_core.model.files import INDEX_FILES
@@ -111,32 +111,27 @@ def check_interrupt() -> None:
 
 
 # ---- progress and websocket events ---------------------------------------------------------------------
-def current_ids() -> tuple[str | None, str | None]:
-    """(node id, prompt id) of the node running now."""
-    context = get_executing_context()
-    return (context.node_id, context.prompt_id) if context else (None, None)
-
-
-def send_event(event: str, data: dict) -> None:
+def send_event(node: str, event: str, data: dict) -> None:
+    """Sends an event about `node` to the client that queued the prompt. The prompt id is the server's
+    running prompt, as ComfyUI's own progress messages take it."""
     server = PromptServer.instance
-    node, prompt_id = current_ids()
-    server.send_sync(event, {"node": node, "prompt_id": prompt_id, **data}, server.client_id)
+    server.send_sync(event, {"node": node, "prompt_id": server.last_prompt_id, **data}, server.client_id)
 
 
 class ScaleProgress:
-    """The per-scale callback of a stepping node: Cancel is honoured between scales, the progress bar moves
-    one step per scale, and a light `ttsvar.scale` event reports the scale just generated (0 = the 1x1
-    scale), the number of scales and the live candidates."""
+    """The per-scale callback of a stepping node: Cancel is honoured between scales, the node's progress
+    bar moves one step per scale, and a light `ttsvar.scale` event reports the scale just generated
+    (0 = the 1x1 scale), the number of scales and the live candidates."""
 
-    def __init__(self, first_scale: int, last_scale: int):
-        self.first = first_scale
-        self.bar = comfy.utils.ProgressBar(max(last_scale - first_scale, 1))
+    def __init__(self, node: str, first_scale: int, last_scale: int):
+        self.node, self.first = node, first_scale
+        self.bar = comfy.utils.ProgressBar(max(last_scale - first_scale, 1), node_id=node)
 
     def __call__(self, state) -> None:
         check_interrupt()
         self.bar.update_absolute(state.scale - self.first)
-        send_event(SCALE_EVENT, {"scale": state.scale - 1, "scales": state.geometry.num_scales,
-                                 "live": state.num_candidates})
+        send_event(self.node, SCALE_EVENT, {"scale": state.scale - 1, "scales": state.geometry.num_scales,
+                                            "live": state.num_candidates})
 
 
 def save_thumbnail(image: torch.Tensor) -> dict:
@@ -149,10 +144,10 @@ def save_thumbnail(image: torch.Tensor) -> dict:
     return {"filename": filename, "subfolder": THUMBNAIL_SUBFOLDER, "type": "temp"}
 
 
-def send_candidates(payload: dict) -> dict:
+def send_candidates(node: str, payload: dict) -> dict:
     """Sends a candidate grid (see previews.py) and returns the node's ui dict, so the grid stays on the
     node after the run and comes back from the history."""
-    send_event(CANDIDATES_EVENT, payload)
+    send_event(node, CANDIDATES_EVENT, payload)
     return {"ttsvar_grid": [payload]}
 
 
@@ -203,7 +198,7 @@ def resolve_model(folder_name: str, name: str, what: str) -> str:
 
 
 def missing_model_message(folder_name: str, name: str, what: str) -> str | None:
-    """For VALIDATE_INPUTS: None when the entry exists (or is not known yet: a linked input validates as
+    """For validate_inputs: None when the entry exists (or is not known yet: a linked input validates as
     None), else the message resolve_model would raise."""
     if name is None:
         return None

@@ -1,14 +1,21 @@
-"""Loader nodes: the Infinity model (transformer, VAE, T5), reward models and feature extractors."""
+"""Loader nodes: the Infinity model (transformer, VAE, T5), reward models and feature extractors.
+
+Before the run, ComfyUI checks each combo against its list (a file that is gone is refused on its own
+input); validate_inputs adds what the lists cannot know: the message naming the folders searched, and
+which VAE belongs to which transformer.
+"""
 from __future__ import annotations
 
 import re
+
+from comfy_api.latest import io
 
 from ..ttsvar_core.model.config import PAIRING_HINT, RELEASES
 from ..ttsvar_core.model.pipeline import InfinityPipeline
 from ..ttsvar_core.scorers import feature_extractor_kinds, load_feature_extractor, load_reward, reward_kinds
 from . import comfy_glue as glue
-from .options import DTYPE_CHOICES
-from .types import FEATURES, MODEL, REWARD
+from .options import CATEGORY, DTYPE_CHOICES
+from .types import FEATURES, MODEL, REWARD, Choice
 
 NO_FILE = "none"
 
@@ -32,39 +39,42 @@ def pairing_problem(model: str, vae: str) -> str | None:
     return None
 
 
-class TTSVARModelLoader:
-    CATEGORY = "TTS-VAR"
-    DESCRIPTION = ("Loads an Infinity text-to-image model: the transformer, its VAE and the flan-t5-xl text "
-                   "encoder. The transformer and VAE must belong together.")
-    RETURN_TYPES = (MODEL,)
-    RETURN_NAMES = ("model",)
-    FUNCTION = "load"
+def dtype_input(tooltip: str) -> Choice:
+    return Choice("dtype", options=DTYPE_CHOICES, default="auto", tooltip=tooltip)
+
+
+class TTSVARModelLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="TTSVAR_ModelLoader", display_name="TTS-VAR Load Infinity Model", category=CATEGORY,
+            description="Loads an Infinity text-to-image model: the transformer, its VAE and the flan-t5-xl text "
+                        "encoder. The transformer and VAE must belong together.",
+            inputs=[
+                Choice("model", options=glue.list_models("infinity"),
+                       tooltip="models/infinity: infinity_2b_reg.pth, or the infinity_8b_weights shard folder"),
+                Choice("vae", options=glue.list_models("infinity_vae"),
+                       tooltip="models/infinity_vae: infinity_vae_d32reg.pth (2B) or "
+                               "infinity_vae_d56_f8_14_patchify.pth (8B)"),
+                Choice("text_encoder", options=glue.list_models("text_encoders", files=False),
+                       tooltip="a flan-t5-xl folder in models/text_encoders (config.json, tokenizer, weights)"),
+                dtype_input("weights of the transformer blocks; auto: bf16 on GPUs that support it, fp32 on CPU"),
+            ],
+            outputs=[MODEL.Output(display_name="model", tooltip="transformer, VAE and text encoder")],
+        )
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "model": (glue.list_models("infinity"), {
-                "tooltip": "models/infinity: infinity_2b_reg.pth, or the infinity_8b_weights shard folder"}),
-            "vae": (glue.list_models("infinity_vae"), {
-                "tooltip": "models/infinity_vae: infinity_vae_d32reg.pth (2B) or "
-                           "infinity_vae_d56_f8_14_patchify.pth (8B)"}),
-            "text_encoder": (glue.list_models("text_encoders", files=False), {
-                "tooltip": "a flan-t5-xl folder in models/text_encoders (config.json, tokenizer, weights)"}),
-            "dtype": (DTYPE_CHOICES, {"default": "auto", "tooltip": "weights of the transformer blocks; auto: bf16 "
-                                                                    "on GPUs that support it, fp32 on CPU"}),
-        }}
-
-    @classmethod
-    def VALIDATE_INPUTS(cls, model, vae, text_encoder):
-        # a linked input arrives as None: it is known only at run time, when load() checks it
+    def validate_inputs(cls, model, vae):
+        # ComfyUI lists a returned message once per input named here: only the two the pairing needs.
+        # A linked input arrives as None: it is known only at run time, when execute checks it.
         problems = [glue.missing_model_message("infinity", model, "the Infinity model"),
                     glue.missing_model_message("infinity_vae", vae, "the VAE"),
-                    glue.missing_model_message("text_encoders", text_encoder, "the text encoder folder"),
                     pairing_problem(model, vae) if model and vae else None]
         problems = [p for p in problems if p]
         return "; ".join(problems) if problems else True
 
-    def load(self, model, vae, text_encoder, dtype):
+    @classmethod
+    def execute(cls, model, vae, text_encoder, dtype):
         device = glue.compute_device()
         paths = (glue.resolve_model("infinity", model, "the Infinity model"),
                  glue.resolve_model("infinity_vae", vae, "the VAE"),
@@ -72,37 +82,34 @@ class TTSVARModelLoader:
         glue.make_room(glue.disk_bytes(*paths[:2]), device)
         pipeline = InfinityPipeline.load(*paths, device=device, dtype=glue.auto_dtype(dtype, device))
         pipeline.text_encoder.to(glue.offload_device())  # T5 visits the GPU only while encoding
-        return (pipeline,)
+        return io.NodeOutput(pipeline)
 
 
-class TTSVARRewardLoader:
-    CATEGORY = "TTS-VAR"
-    DESCRIPTION = ("Loads a reward model that scores candidates against the prompt (ImageReward, HPS v2, "
-                   "CLIP score, aesthetic). It waits on the CPU and visits the GPU only while scoring.")
-    RETURN_TYPES = (REWARD,)
-    RETURN_NAMES = ("reward",)
-    FUNCTION = "load"
+class TTSVARRewardLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="TTSVAR_RewardLoader", display_name="TTS-VAR Load Reward Model", category=CATEGORY,
+            description="Loads a reward model that scores candidates against the prompt (ImageReward, HPS v2, "
+                        "CLIP score, aesthetic). It waits on the CPU and visits the GPU only while scoring.",
+            inputs=[
+                Choice("kind", options=reward_kinds(), default="imagereward", tooltip="which reward model the file is"),
+                Choice("file", options=glue.list_models("ttsvar_rewards"),
+                       tooltip="models/ttsvar_rewards: ImageReward.pt, HPS_v2.1_compressed.pt, a CLIP folder, or "
+                               "aesthetic_predictor_v2_5.pth"),
+                dtype_input("weights of the reward model; auto: bf16 on GPUs that support it, fp32 on CPU"),
+                Choice("siglip_folder", options=[NO_FILE] + glue.list_models("ttsvar_rewards", files=False),
+                       default=NO_FILE, optional=True, tooltip="aesthetic only: the siglip-so400m-patch14-384 folder"),
+            ],
+            outputs=[REWARD.Output(display_name="reward", tooltip="scores candidates against their prompt")],
+        )
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "kind": (reward_kinds(), {"default": "imagereward"}),
-            "file": (glue.list_models("ttsvar_rewards"), {
-                "tooltip": "models/ttsvar_rewards: ImageReward.pt, HPS_v2.1_compressed.pt, a CLIP folder, or "
-                           "aesthetic_predictor_v2_5.pth"}),
-            "dtype": (DTYPE_CHOICES, {"default": "auto"}),
-        }, "optional": {
-            "siglip_folder": ([NO_FILE] + glue.list_models("ttsvar_rewards", files=False), {
-                "default": NO_FILE, "tooltip": "aesthetic only: the siglip-so400m-patch14-384 folder"}),
-        }}
-
-    @classmethod
-    def VALIDATE_INPUTS(cls, kind, file):
-        if kind is not None and kind not in reward_kinds():
-            return f"unknown reward kind {kind!r}; choose one of {reward_kinds()}"
+    def validate_inputs(cls, file):
         return glue.missing_model_message("ttsvar_rewards", file, "the reward model") or True
 
-    def load(self, kind, file, dtype, siglip_folder=NO_FILE):
+    @classmethod
+    def execute(cls, kind, file, dtype, siglip_folder=NO_FILE):
         extra = {}
         if kind == "aesthetic":
             if siglip_folder == NO_FILE:
@@ -111,34 +118,33 @@ class TTSVARRewardLoader:
             extra["siglip_path"] = glue.resolve_model("ttsvar_rewards", siglip_folder, "the SigLIP folder")
         path = glue.resolve_model("ttsvar_rewards", file, "the reward model")
         dtype = glue.auto_dtype(dtype, glue.compute_device())
-        return (load_reward(kind, path, device=glue.offload_device(), dtype=dtype, **extra),)
+        return io.NodeOutput(load_reward(kind, path, device=glue.offload_device(), dtype=dtype, **extra))
 
 
-class TTSVARFeatureLoader:
-    CATEGORY = "TTS-VAR"
-    DESCRIPTION = ("Loads the image feature extractor used to cluster candidates (DINOv2 with registers, "
-                   "or InceptionV3). It waits on the CPU and visits the GPU only while extracting.")
-    RETURN_TYPES = (FEATURES,)
-    RETURN_NAMES = ("features",)
-    FUNCTION = "load"
+class TTSVARFeatureLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="TTSVAR_FeatureLoader", display_name="TTS-VAR Load Feature Extractor", category=CATEGORY,
+            description="Loads the image feature extractor used to cluster candidates (DINOv2 with registers, "
+                        "or InceptionV3). It waits on the CPU and visits the GPU only while extracting.",
+            inputs=[
+                Choice("kind", options=feature_extractor_kinds(), default="dinov2",
+                       tooltip="which feature extractor the file is"),
+                Choice("file", options=glue.list_models("ttsvar_features"),
+                       tooltip="models/ttsvar_features: dinov2_vitl14_reg4_pretrain.pth, a "
+                               "dinov2-with-registers-large folder, or inception_v3_google-0cc3c7bd.pth"),
+                dtype_input("weights of the extractor; auto: bf16 on GPUs that support it, fp32 on CPU"),
+            ],
+            outputs=[FEATURES.Output(display_name="features", tooltip="image features for clustering")],
+        )
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "kind": (feature_extractor_kinds(), {"default": "dinov2"}),
-            "file": (glue.list_models("ttsvar_features"), {
-                "tooltip": "models/ttsvar_features: dinov2_vitl14_reg4_pretrain.pth, a "
-                           "dinov2-with-registers-large folder, or inception_v3_google-0cc3c7bd.pth"}),
-            "dtype": (DTYPE_CHOICES, {"default": "auto"}),
-        }}
-
-    @classmethod
-    def VALIDATE_INPUTS(cls, kind, file):
-        if kind is not None and kind not in feature_extractor_kinds():
-            return f"unknown feature extractor {kind!r}; choose one of {feature_extractor_kinds()}"
+    def validate_inputs(cls, file):
         return glue.missing_model_message("ttsvar_features", file, "the feature extractor") or True
 
-    def load(self, kind, file, dtype):
+    @classmethod
+    def execute(cls, kind, file, dtype):
         path = glue.resolve_model("ttsvar_features", file, "the feature extractor")
         dtype = glue.auto_dtype(dtype, glue.compute_device())
-        return (load_feature_extractor(kind, path, device=glue.offload_device(), dtype=dtype),)
+        return io.NodeOutput(load_feature_extractor(kind, path, device=glue.offload_device(), dtype=dtype))

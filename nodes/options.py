@@ -1,4 +1,4 @@
-"""Widget choices and the parsing of typed-in values, shared by several nodes.
+"""Widget choices, the inputs several nodes share, and the translation of typed-in values.
 
 Every parser raises ValueError with a message that says what is wrong and how to write it instead; the
 nodes show it as is.
@@ -7,18 +7,23 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ..ttsvar_core.engine import BatchSchedule, preset
+from comfy_api.latest import io
+
+from ..ttsvar_core.engine import MAX_SEED, BatchSchedule, DecodePolicy, preset
 from ..ttsvar_core.engine.schedule import FEATURE_MODES, POTENTIALS
 from ..ttsvar_core.engine.text_inputs import parse_ints
+from ..ttsvar_core.model.sampling import SamplingParams
 from ..ttsvar_core.model.schedules import PIXEL_BUDGETS
+from .types import Choice
 
+CATEGORY = "TTS-VAR"
 # Aspect-ratio templates of Infinity as width:height labels -> the template's height/width key.
 ASPECT_RATIOS = {
     "1:1": "1.0", "4:5": "1.25", "5:4": "0.8", "3:4": "1.333", "4:3": "0.75", "2:3": "1.5", "3:2": "0.666",
     "4:7": "1.75", "7:4": "0.571", "1:2": "2.0", "2:1": "0.5", "2:5": "2.5", "5:2": "0.4", "1:3": "3.0",
     "3:1": "0.333",
 }
-PIXEL_BUDGET_CHOICES = tuple(PIXEL_BUDGETS)   # 1M is 1024x1024 at 1:1, 0.06M is 256x256
+PIXEL_BUDGET_CHOICES = list(PIXEL_BUDGETS)   # 1M is 1024x1024 at 1:1, 0.06M is 256x256
 # Batch-schedule presets as artists read them -> the engine's preset names.
 SCHEDULE_PRESETS = {
     "TTS-VAR paper (2B)": "tts-var-2b",
@@ -28,18 +33,52 @@ SCHEDULE_PRESETS = {
     "Plain sampling": "raw",
 }
 PICK_MODES = {"best": "best", "sample by reward": "sample", "first": "none"}
-POTENTIAL_CHOICES = POTENTIALS
-FEATURE_MODE_CHOICES = FEATURE_MODES
-DTYPE_CHOICES = ("auto", "bf16", "fp16", "fp32")
+POTENTIAL_CHOICES = list(POTENTIALS)
+FEATURE_MODE_CHOICES = list(FEATURE_MODES)
+DTYPE_CHOICES = ["auto", "bf16", "fp16", "fp32"]
 # How selections decode candidates for the reward and feature models -> BatchSchedule fields.
 SELECTION_DECODES = {
     "448 px": {"selection_side": 448, "selection_resolution": "fixed"},
     "scale grid (fast)": {"selection_side": 448, "selection_resolution": "scale"},
     "full size (reference)": {"selection_side": None, "selection_resolution": "fixed"},
 }
+# Side (px) at which the node-by-node selections decode candidates for reward and feature models, and at
+# which the Step node decodes its preview: the same size, so a selection after a Step reuses that decode.
+SELECTION_SIDE = DecodePolicy().side
 SCALES_TOOLTIP = ("Optional. Token grids of a custom image schedule, coarse to fine, e.g. 1x1,2x2,4x4,8x8 "
                   "(height x width; a single number is a square). Each token is 16x16 pixels. Leave empty to "
                   "use the aspect ratio and pixel budget.")
+
+
+# ---- inputs several nodes share ---------------------------------------------------------------------
+def sampling_inputs() -> list[io.Input]:
+    return [
+        io.Int.Input("seed", default=0, min=0, max=MAX_SEED, control_after_generate=True,
+                     tooltip="seed of the first candidate; every candidate gets its own stream from it"),
+        io.Float.Input("cfg", default=3.0, min=1.0, max=30.0, step=0.1,
+                       tooltip="classifier-free guidance scale (1 = off)"),
+        io.Float.Input("tau", default=0.5, min=0.01, max=5.0, step=0.01, tooltip="sampling temperature of the bits"),
+        io.Int.Input("top_k", default=900, min=0, max=100000, tooltip="keep the k most likely bits; 0 = off"),
+        io.Float.Input("top_p", default=0.97, min=0.0, max=1.0, step=0.01,
+                       tooltip="nucleus sampling: keep the most likely bits up to this probability mass"),
+    ]
+
+
+def aspect_ratio_input(tooltip: str) -> Choice:
+    return Choice("aspect_ratio", options=list(ASPECT_RATIOS), default="1:1", tooltip=tooltip)
+
+
+def custom_scales_input() -> io.String.Input:
+    return io.String.Input("custom_scales", default="", optional=True, tooltip=SCALES_TOOLTIP)
+
+
+def sampling(cfg: float, tau: float, top_k: int, top_p: float) -> SamplingParams:
+    return SamplingParams(cfg=cfg, tau=tau, top_k=top_k, top_p=top_p)
+
+
+# ---- typed-in values -> engine values ---------------------------------------------------------------
+def image_schedule(pipeline, aspect_ratio: str, pixel_budget: str, custom) -> tuple[tuple[int, int], ...]:
+    return tuple(pipeline.schedule(ASPECT_RATIOS[aspect_ratio], pixel_budget, list(custom) if custom else None))
 
 
 def num_scales(pixel_budget: str, custom: tuple | None) -> int:

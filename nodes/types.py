@@ -1,4 +1,4 @@
-"""The custom socket types of the pack, declared once, and the small frozen values that travel on them.
+"""The pack's socket types, declared once, and the small frozen values that travel on them.
 
 ComfyUI caches node outputs and may feed one output into several nodes, so every value here is frozen and
 nodes derive new ones with dataclasses.replace instead of changing them.
@@ -7,20 +7,37 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+from comfy_api.latest import io
+
 from ..ttsvar_core.engine import BatchSchedule, SearchState
 from ..ttsvar_core.model.pipeline import InfinityPipeline
 
-# Socket type names, as they appear on node inputs and outputs.
-MODEL = "TTSVAR_MODEL"                 # InfinityPipeline: transformer + VAE + T5 text encoder
-CONDITIONING = "TTSVAR_CONDITIONING"   # ttsvar_core.engine.Prompts
-STATE = "TTSVAR_STATE"                 # Candidates
-SCHEDULE = "TTSVAR_SCHEDULE"           # SearchSchedule
-REWARD = "TTSVAR_REWARD"               # ttsvar_core.scorers.Reward
-FEATURES = "TTSVAR_FEATURES"           # ttsvar_core.scorers.FeatureExtractor
-IMAGE = "IMAGE"                        # ComfyUI's image batch: float32 [B, H, W, 3] in 0..1
+# Socket types. The names after io.Custom are what workflows store on links: never rename them.
+MODEL = io.Custom("TTSVAR_MODEL")                 # InfinityPipeline: transformer + VAE + T5 text encoder
+CONDITIONING = io.Custom("TTSVAR_CONDITIONING")   # ttsvar_core.engine.Prompts
+STATE = io.Custom("TTSVAR_STATE")                 # Candidates
+SCHEDULE = io.Custom("TTSVAR_SCHEDULE")           # SearchSchedule
+REWARD = io.Custom("TTSVAR_REWARD")               # ttsvar_core.scorers.Reward
+FEATURES = io.Custom("TTSVAR_FEATURES")           # ttsvar_core.scorers.FeatureExtractor
+IMAGE = io.Image                                  # ComfyUI's image batch: float32 [B, H, W, 3] in 0..1
 
-__all__ = ["MODEL", "CONDITIONING", "STATE", "SCHEDULE", "REWARD", "FEATURES", "IMAGE",
-           "Candidates", "SearchSchedule"]
+
+class Choice(io.Combo.Input):
+    """A combo widget whose value ComfyUI checks before the run.
+
+    ComfyUI 0.3.75 checks a combo's value against its options only when the input's type is the option
+    list itself (the classic form); the schema API's "COMBO" type is let through unchecked, and a stale
+    value from an old workflow or an API call would then fail deep inside a node. With the list as type,
+    a wrong value is refused once, on its own input, and /object_info shows the combo as before."""
+
+    def get_io_type(self):
+        return list(self.options)
+
+
+def to_image(uint8_images: torch.Tensor) -> torch.Tensor:
+    """uint8 [N, H, W, 3] -> ComfyUI's float IMAGE batch."""
+    return uint8_images.float().div(255.0)
 
 
 # eq=False: values holding tensors compare (and hash) by identity, never element by element
@@ -44,6 +61,11 @@ class Candidates:
     @property
     def num_scales(self) -> int:
         return self.state.geometry.num_scales
+
+    def require_images(self, action: str) -> None:
+        """Clustering, resampling and decoding need at least one generated scale."""
+        if self.scales_done == 0:
+            raise ValueError(f"{action} needs generated images: put a TTS-VAR Step node before this one")
 
 
 @dataclass(frozen=True)

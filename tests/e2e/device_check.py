@@ -11,6 +11,7 @@ peak GPU memory of the node-by-node search (all node outputs kept alive, as Comf
 the sampler.
 """
 import argparse
+import asyncio
 import importlib.util
 import json
 import sys
@@ -53,6 +54,7 @@ class _Server:
 
     def __init__(self):
         self.client_id = "device-check"
+        self.last_prompt_id = "check"
         self.events = []
 
     def send_sync(self, event, data, sid=None):
@@ -67,7 +69,7 @@ sys.modules["server"] = server
 import torch  # noqa: E402
 import folder_paths  # noqa: E402
 import comfy.model_management as mm  # noqa: E402
-from comfy_execution.utils import CurrentNodeContext  # noqa: E402
+from comfy_api.latest import io  # noqa: E402
 
 folder_paths.set_temp_directory(str(work / "temp"))
 spec = importlib.util.spec_from_file_location("ttsvar_pack", REPO / "__init__.py",
@@ -75,7 +77,7 @@ spec = importlib.util.spec_from_file_location("ttsvar_pack", REPO / "__init__.py
 pack = importlib.util.module_from_spec(spec)
 sys.modules["ttsvar_pack"] = pack
 spec.loader.exec_module(pack)
-N = pack.NODE_CLASS_MAPPINGS
+N = {cls.GET_SCHEMA().node_id: cls for cls in asyncio.run(asyncio.run(pack.comfy_entrypoint()).get_node_list())}
 from ttsvar_pack.ttsvar_core.testing.tiny_models import write_tiny_models, write_t5  # noqa: E402
 from ttsvar_pack.ttsvar_core.testing.tiny_scorers import write_tiny_scorers  # noqa: E402
 
@@ -104,11 +106,12 @@ _node_ids = iter(range(1, 10 ** 6))
 
 
 def run(node_type, *a, **kw):
-    """One node call inside an execution context, as ComfyUI runs it; returns its result tuple."""
+    """One node call as ComfyUI makes it (inputs by name, a hidden node id of its own); returns its outputs.
+    Positional values go to the schema's inputs in order."""
     cls = N[node_type]
-    with CurrentNodeContext("check", str(next(_node_ids))):
-        result = getattr(cls(), cls.FUNCTION)(*a, **kw)
-    return result["result"] if isinstance(result, dict) else result
+    names = [i.id for i in cls.GET_SCHEMA().inputs]
+    node = cls.PREPARE_CLASS_CLONE({io.Hidden.unique_id: str(next(_node_ids))})
+    return node.execute(**dict(zip(names, a)), **kw).args
 
 
 def param_device(module):

@@ -302,8 +302,8 @@ def test_2b_8b_mismatch_is_reported(comfy, tiny_models):
     assert run.error["node_type"] == "TTSVAR_ModelLoader"
     message = run.error["exception_message"]
     assert "does not belong" in message
-    assert "Infinity-2B pairs with infinity_vae_d32reg.pth, Infinity-8B with infinity_vae_d56_f8_14_patchify.pth" \
-        in message
+    assert ("Infinity-2B pairs with infinity_vae_d32reg.pth, Infinity-8B pairs with "
+            "infinity_vae_d56_f8_14_patchify.pth") in message
     assert_serves(comfy)
 
 
@@ -351,6 +351,33 @@ def test_invalid_schedules_are_refused_before_the_run(comfy, tiny_models):
         assert all(e["type"] == "custom_validation_failed" for e in errors)
         assert message in errors[0]["details"] and "invalid schedule" in errors[0]["details"], edits
     assert_serves(comfy)
+
+
+# A problem with one input, before the run: (node, input, value, words of the message). ComfyUI files what a
+# node's validate_inputs returns under every input that function names, and checks combos (their options are
+# their type) itself: each of these must come back once, under its own input, and on no other node.
+ONE_INPUT_PROBLEMS = [
+    ("a", "custom_scales", "1x1,4x4,2x2", "custom scales: scale 2 (2x2) is smaller than scale 1 (4x4)"),
+    ("r", "file", "no_such_reward.pt", "the reward model 'no_such_reward.pt' was not found in models/ttsvar_rewards"),
+    ("f", "file", "no_such_dinov2.pth", "the feature extractor 'no_such_dinov2.pth' was not found"),
+    ("m", "text_encoder", "no-such-t5", "text_encoder: 'no-such-t5' not in"),
+    ("a", "aspect_ratio", "9:9", "aspect_ratio: '9:9' not in"),
+    ("r2", "potential", "median", "potential: 'median' not in"),
+]
+
+
+@pytest.mark.parametrize("node,name,value,words", ONE_INPUT_PROBLEMS, ids=[f"{n}.{i}" for n, i, _, _ in
+                                                                           ONE_INPUT_PROBLEMS])
+def test_validation_message_is_listed_once_on_its_input(comfy, tiny_models, node, name, value, words):
+    graph = node_by_node_graph(next(_seeds))
+    graph[node]["inputs"][name] = value
+    with pytest.raises(comfy.PromptRejected) as rejected:
+        comfy.queue_prompt(graph)
+    node_errors = rejected.value.body["node_errors"]
+    assert list(node_errors) == [node]
+    (error,) = node_errors[node]["errors"]
+    assert error["extra_info"]["input_name"] == name
+    assert words in error["details"]
 
 
 def test_linked_schedule_values_are_checked_at_run_time(comfy, tiny_models):

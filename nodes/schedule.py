@@ -1,0 +1,70 @@
+"""The batch schedule node: how many candidates live after each scale, and where the search narrows them."""
+from __future__ import annotations
+
+from comfy_api.latest import io
+
+from ..ttsvar_core.engine.text_inputs import parse_scales
+from .options import (CATEGORY, FEATURE_MODE_CHOICES, PIXEL_BUDGET_CHOICES, POTENTIAL_CHOICES, SCHEDULE_PRESETS,
+                      SELECTION_DECODES, custom_scales_input, num_scales, schedule_from_widgets)
+from .types import SCHEDULE, Choice, SearchSchedule
+
+
+class TTSVARBatchSchedule(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="TTSVAR_BatchSchedule", display_name="TTS-VAR Batch Schedule", category=CATEGORY,
+            description="How many candidates live after each scale, and where the search clusters and resamples. "
+                        "Start from a preset; empty text fields keep the preset's values.",
+            inputs=[
+                Choice("preset", options=list(SCHEDULE_PRESETS), default="TTS-VAR paper (2B)",
+                       tooltip="the schedule to start from: the paper's TTS-VAR, or a baseline"),
+                io.Int.Input("n", default=1, min=1, max=64,
+                             tooltip="N: every batch size is multiplied by it (Best-of-N: N candidates)"),
+                Choice("pixel_budget", options=PIXEL_BUDGET_CHOICES, default="1M",
+                       tooltip="the image size, which decides the number of scales: 1M has 13, 0.60M 12, 0.25M 10, "
+                               "0.06M 7"),
+                io.String.Input("batch_sizes", default="", tooltip="live candidates after each scale (times N), "
+                                "e.g. 8,8,6,6,6,4,2,2,2,1,1,1,1; empty: the preset's"),
+                io.String.Input("cluster_scales", default="", tooltip="scales after which candidates are clustered, "
+                                "e.g. 2,5; 'none' for no clustering; empty: the preset's"),
+                io.String.Input("resample_scales", default="", tooltip="scales after which candidates are "
+                                "resampled by reward, e.g. 6,9; 'none'; empty: the preset's"),
+                Choice("potential", options=POTENTIAL_CHOICES, default="value",
+                       tooltip="what resampling weighs: value (this scale's reward), diff (its gain), max, sum"),
+                io.Float.Input("lam", default=10.0, min=0.0, max=1000.0, step=0.1,
+                               tooltip="lambda of resampling and of sampled final picks"),
+                Choice("feature_mode", options=FEATURE_MODE_CHOICES, default="pca",
+                       tooltip="what clustering compares: pca (the paper), pool, global"),
+                custom_scales_input(),
+                Choice("selection_decode", options=list(SELECTION_DECODES), default="448 px", optional=True,
+                       tooltip="size at which selections decode candidates for the reward and feature models. "
+                               "448 px: enough for their 224 px input; scale grid: a selection after scale k "
+                               "decodes at scale k's token grid (at most 448 px), several times faster at early "
+                               "scales but picks worse on our test model (docs/shapesworld_results.md); full size: "
+                               "as the paper's code"),
+            ],
+            outputs=[SCHEDULE.Output(display_name="schedule", tooltip="for the TTS-VAR Sampler")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, preset, pixel_budget, batch_sizes, cluster_scales, resample_scales, custom_scales=""):
+        # The check reads these six inputs. ComfyUI 0.3.75 files a returned message under every input a
+        # validator names, and a validator sees only the inputs it names: a bad schedule is listed on all six.
+        texts = (preset, pixel_budget, batch_sizes, cluster_scales, resample_scales, custom_scales)
+        if any(t is None for t in texts):
+            return True  # a linked value is known only at run time; execute checks it then
+        try:
+            scales = num_scales(pixel_budget, parse_scales(custom_scales))
+            schedule_from_widgets(preset, 1, scales, batch_sizes, cluster_scales, resample_scales)
+        except ValueError as e:
+            return f"invalid schedule: {e}"
+        return True
+
+    @classmethod
+    def execute(cls, preset, n, pixel_budget, batch_sizes, cluster_scales, resample_scales, potential, lam,
+                feature_mode, custom_scales="", selection_decode="448 px"):
+        custom = parse_scales(custom_scales)
+        batch = schedule_from_widgets(preset, n, num_scales(pixel_budget, custom), batch_sizes, cluster_scales,
+                                     resample_scales, potential, lam, feature_mode, selection_decode)
+        return io.NodeOutput(SearchSchedule(batch, preset, pixel_budget, custom))
