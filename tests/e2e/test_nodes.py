@@ -302,8 +302,8 @@ def test_2b_8b_mismatch_is_reported(comfy, tiny_models):
     assert run.error["node_type"] == "TTSVAR_ModelLoader"
     message = run.error["exception_message"]
     assert "does not belong" in message
-    assert ("Infinity-2B pairs with infinity_vae_d32reg.pth, Infinity-8B pairs with "
-            "infinity_vae_d56_f8_14_patchify.pth") in message
+    assert "Infinity-2B pairs with infinity_vae_d32reg.pth, Infinity-8B with infinity_vae_d56_f8_14_patchify.pth" \
+        in message
     assert_serves(comfy)
 
 
