@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ttsvar_core.model.checkpoints import build_random  # noqa: E402
 from ttsvar_core.model.config import PRESETS, VAE_PRESETS, InfinityConfig  # noqa: E402
-from ttsvar_core.engine import (BatchSchedule, Prompts, RunOptions, ScaleDone, Scorers,  # noqa: E402
+from ttsvar_core.engine import (DECODE_CHOICES, BatchSchedule, Prompts, RunOptions, ScaleDone, Scorers,  # noqa: E402
                                  SearchRequest, run_search, schedule_for)
 from ttsvar_core.model.config import pixels_per_token  # noqa: E402
 from ttsvar_core.model.offload import BlockStreamer  # noqa: E402
@@ -318,14 +318,17 @@ def main(argv=None):
                                                     options=RunOptions(offload_idle=offload_idle)))
 
     exact = args.exact_memory and device.type == "cpu"
-    plan = [("raw", 1, "fixed")] + [(s, n, r) for n in args.n for s, r in
-                                    (("bon", "fixed"), ("tts-var", "fixed"), ("tts-var", "scale"))]
+    # TTS-VAR with each named selection decode; 448 px only where it is smaller than the image
+    full_side = max(schedule[-1]) * pixels_per_token(cfg, cfg.vae)
+    decodes = [d for d in DECODE_CHOICES if d != "448px" or DECODE_CHOICES[d].side < full_side]
+    plan = [("raw", 1, "paper")] + [(s, n, d) for n in args.n for s, d in
+                                    [("bon", "paper")] + [("tts-var", d) for d in decodes]]
     runs = repeated(run, plan, args.repeat, offload=False)
     if exact:
         add_exact_peaks(runs, plan, search, len(schedule), offload=False)
     if args.low_memory:
         # the same runs with the blocks streamed from pinned CPU memory and idle models off the device
-        low = [("bon", args.n[0], "fixed"), ("tts-var", args.n[0], "fixed")]
+        low = [("bon", args.n[0], "paper"), ("tts-var", args.n[0], "paper")]
         streamer = BlockStreamer(model, device)
         low_runs = repeated(run, low, args.repeat, offload=True)
         if exact:
@@ -334,8 +337,8 @@ def main(argv=None):
         runs += low_runs
     report = {"config": args.config, "device": str(device), "dtype": str(dtype), "budget": args.budget,
               "repeats": args.repeat, "proportions": cost_proportions(cfg, args.budget),
-              "floors": {args.config: floors_by_resolution(cfg, args.budget),
-                         "2b at 1M": floors_by_resolution(PRESETS["infinity_2b"], "1M")},
+              "floors": {args.config: floors_by_decode(cfg, args.budget),
+                         "2b at 1M": floors_by_decode(PRESETS["infinity_2b"], "1M")},
               "schedule": [list(s) for s in schedule], "machine": machine(device), "runs": runs}
     add_ratios(report)
     print(table(report))
@@ -345,12 +348,12 @@ def main(argv=None):
 
 
 def measure(strategy, n, *, model, vae, prompts: Prompts, schedule, params, reward, extractor, device, guided,
-            offload, resolution="fixed"):
-    batch = schedule_for(strategy, n, len(schedule), selection_resolution=resolution)
+            offload, decode="paper"):
+    batch = schedule_for(strategy, n, len(schedule)).decoding(DECODE_CHOICES[decode])
     request = SearchRequest(prompts, tuple(schedule), params, batch, scorers=Scorers(reward, extractor),
                             options=RunOptions(offload_idle=offload))
     result, wall, steps, selections, meter = time_run(model, vae, request, device)
-    label = strategy + (" (scale res)" if resolution == "scale" else "") + (" (low memory)" if offload else "")
+    label = strategy + ("" if decode == "paper" else f" ({decode})") + (" (low memory)" if offload else "")
     print(f"  {label:22s} N={n}: {wall:7.3f} s", file=sys.stderr)
     return {"strategy": label, "n": n, "wall_s": wall, "step_s": steps, "selections": selections,
             "selection_s": sum(s["seconds"] for s in selections if s["event"] != "final"),
@@ -362,25 +365,25 @@ def measure(strategy, n, *, model, vae, prompts: Prompts, schedule, params, rewa
 
 
 def repeated(run, plan, repeat: int, offload: bool) -> list[dict]:
-    """Every (strategy, N, selection resolution) of `plan`, `repeat` times, reduced to the median run. The
+    """Every (strategy, N, selection decode) of `plan`, `repeat` times, reduced to the median run. The
     repeats run the whole plan in turn, so a slow spell of the machine hits every strategy alike."""
     samples = {key: [] for key in plan}
     for _ in range(repeat):
-        for strategy, n, resolution in plan:
-            samples[(strategy, n, resolution)].append(run(strategy, n, offload=offload, resolution=resolution))
+        for strategy, n, decode in plan:
+            samples[(strategy, n, decode)].append(run(strategy, n, offload=offload, decode=decode))
     return [median_run(v) for v in samples.values()]
 
 
 def add_exact_peaks(runs, plan, search, num_scales: int, offload: bool):
-    for r, (strategy, n, resolution) in zip(runs, plan):
-        batch = schedule_for(strategy, n, num_scales, selection_resolution=resolution)
+    for r, (strategy, n, decode) in zip(runs, plan):
+        batch = schedule_for(strategy, n, num_scales).decoding(DECODE_CHOICES[decode])
         r["exact_peak_bytes"] = exact_cpu_peak(lambda: search(batch, offload_idle=offload))
 
 
-def floors_by_resolution(cfg: InfinityConfig, budget: str) -> dict:
+def floors_by_decode(cfg: InfinityConfig, budget: str) -> dict:
     num_scales = len(get_schedule(1.0, budget))
-    return {res: selection_floors(cfg, budget, schedule_for("tts-var", 1, num_scales, selection_resolution=res))
-            for res in ("fixed", "scale")}
+    return {name: selection_floors(cfg, budget, schedule_for("tts-var", 1, num_scales).decoding(policy))
+            for name, policy in DECODE_CHOICES.items()}
 
 
 def median_run(samples: list[dict]) -> dict:
@@ -448,12 +451,12 @@ def table(report) -> str:
             lines.append(f"{'':25s}selection / step: {ratios}")
     lines.append("FLOP floors of each selection / the step it follows: decoding every live candidate at the "
                  "selection's side, and for the real model one ViT-L pass per candidate (DINOv2-L, ImageReward):")
-    for name, by_resolution in report["floors"].items():
+    for name, by_decode in report["floors"].items():
         real = name.startswith("2b")  # the tiny scorers have nothing of ViT-L's cost
-        for resolution, floors in by_resolution.items():
+        for decode, floors in by_decode.items():
             cells = ", ".join(f"{f['event']} after {f['after_scale']} ({f['side']} px): decode {f['decode_over_step']:.2f}"
                               + (f" ViT-L {f['vit_l_over_step']:.2f}" if real else "") for f in floors)
-            lines.append(f"  {name} {resolution:5s} {cells}")
+            lines.append(f"  {name} {decode:10s} {cells}")
     return "\n".join(lines)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..ttsvar_core.engine import BatchSchedule, preset
-from ..ttsvar_core.engine.schedule import FEATURE_MODES, POTENTIALS
+from ..ttsvar_core.engine.schedule import DECODE_EFFECTS, FEATURE_MODES, PAPER_2B, PAPER_8B, POTENTIALS
 from ..ttsvar_core.engine.text_inputs import parse_ints
 from ..ttsvar_core.model.schedules import PIXEL_BUDGETS
 
@@ -27,6 +27,25 @@ SCHEDULE_PRESETS = {
     "Importance sampling": "is",
     "Plain sampling": "raw",
 }
+
+
+def _schedule_words(paper) -> str:
+    sizes = ",".join(str(b) for b in paper.base_sizes)
+    return (f"{sizes} x N, clustering after scales {' and '.join(map(str, paper.cluster_scales))}, resampling "
+            f"after {' and '.join(map(str, paper.resample_scales))}")
+
+
+SCHEDULE_PRESET_TOOLTIP = (
+    f"TTS-VAR paper (2B): the paper's schedule for {PAPER_2B.setting}, i.e. pixel budget 1M: "
+    f"{_schedule_words(PAPER_2B)}. TTS-VAR paper (8B): the paper's Appendix B schedule for {PAPER_8B.setting}, "
+    f"i.e. 0.25M: {_schedule_words(PAPER_8B)}. The paper gives no 8B schedule at 1M: there the 8B preset is the "
+    "2B's 13-scale schedule (and the 2B preset at 0.25M is the 8B's). At 0.06M and 0.60M both are the 2B "
+    "schedule rescaled, which is not in the paper. Paper presets decode candidates at full size for their "
+    "selections, as the paper's code.")
+SELECTION_DECODE_TOOLTIP = (
+    "size at which selections decode candidates for the reward and feature models. "
+    f"full size (reference): {DECODE_EFFECTS['paper']} 448 px: {DECODE_EFFECTS['448px']} "
+    f"scale grid (fast): {DECODE_EFFECTS['scale-grid']}")
 PICK_MODES = {"best": "best", "sample by reward": "sample", "first": "none"}
 POTENTIAL_CHOICES = POTENTIALS
 FEATURE_MODE_CHOICES = FEATURE_MODES

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import torch
 
-from .engine.schedule import FEATURE_MODES, POTENTIALS, SELECTION_RESOLUTIONS
+from .engine.schedule import DECODE_CHOICES, DECODE_EFFECTS, FEATURE_MODES, POTENTIALS, DecodePolicy
 from .engine.strategies import STRATEGIES
 from .engine.text_inputs import parse_floats, parse_ints, parse_scales
+from .model.config import release_of
 from .model.dtypes import DTYPE_NAMES
 from .model.schedules import PIXEL_BUDGETS
 
@@ -33,7 +34,10 @@ def add_generate_parser(sub):
     p.add_argument("--text-encoder", required=True, help="local flan-t5-xl folder")
     p.add_argument("--prompt", action="append", required=True, help="repeat for several prompts")
     p.add_argument("--negative-prompt", default=None)
-    p.add_argument("--strategy", choices=tuple(STRATEGIES), default="tts-var")
+    p.add_argument("--strategy", choices=STRATEGIES, default="tts-var",
+                   help="tts-var: the TTS-VAR paper's schedule for the model's release (2B: 13 scales at 1M; 8B: "
+                        "Appendix B's 10 scales at 0.25M); the trace's batch_schedule says when it is not the "
+                        "paper's (another pixel budget: rescaled) or what was edited")
     p.add_argument("--n", type=int, default=1, help="N: the batch schedule is multiplied by it")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="output folder for images and the trace")
@@ -50,13 +54,12 @@ def add_generate_parser(sub):
     p.add_argument("--potential", choices=POTENTIALS, default=None)
     p.add_argument("--lam", type=float, default=None, help="resampling temperature lambda")
     p.add_argument("--feature-mode", choices=FEATURE_MODES, default=None)
-    p.add_argument("--selection-side", type=int, default=None,
-                   help="decode candidates at most this many pixels wide for clustering/resampling "
-                        "(default 448; 0: full size, as the reference)")
-    p.add_argument("--selection-resolution", choices=SELECTION_RESOLUTIONS, default="fixed",
-                   help="fixed: selections decode at --selection-side; scale: a selection after scale k decodes at "
-                        "scale k's token grid (one latent cell per token, at most --selection-side): much cheaper "
-                        "early selections, but a lower picked reward on ShapesWorld (docs/shapesworld_results.md)")
+    decode = p.add_mutually_exclusive_group()
+    decode.add_argument("--selection-decode", choices=tuple(DECODE_CHOICES), default="paper",
+                        help="how clustering and resampling decode candidates for the feature and reward models. "
+                             + " ".join(f"{name}: {DECODE_EFFECTS[name]}" for name in DECODE_CHOICES))
+    decode.add_argument("--selection-side", type=int, default=None,
+                        help="instead of a named choice: every selection decodes at this many pixels")
     p.add_argument("--reward", default="imagereward", help="reward kind (imagereward, hps, clip, aesthetic)")
     p.add_argument("--reward-file", default=None, help="reward weights file or folder")
     p.add_argument("--reward-extra", default=None, help="second file a reward needs (aesthetic: SigLIP folder)")
@@ -72,18 +75,15 @@ def add_generate_parser(sub):
     return p
 
 
-def batch_schedule_from_args(args, num_scales: int):
+def batch_schedule_from_args(args, num_scales: int, release: str):
     from .engine import schedule_for
     overrides = dict(cluster_scales=args.cluster_scales, resample_scales=args.resample_scales,
                      potential=args.potential, lam=args.lam, feature_mode=args.feature_mode)
     if args.batch_sizes:
         overrides["base_sizes"] = args.batch_sizes
-    batch = schedule_for(args.strategy, args.n, num_scales, **overrides)
-    from dataclasses import replace
-    batch = replace(batch, selection_resolution=args.selection_resolution)
-    if args.selection_side is not None:
-        batch = replace(batch, selection_side=args.selection_side or None)
-    return batch.validate(num_scales)
+    batch = schedule_for(args.strategy, args.n, num_scales, release, **overrides)
+    policy = DECODE_CHOICES[args.selection_decode] if args.selection_side is None else DecodePolicy(args.selection_side)
+    return batch.decoding(policy).validate(num_scales)
 
 
 def load_scorers(args, batch, device):
@@ -117,7 +117,8 @@ def run_generate(args) -> int:
     dtype = args.dtype or ("bf16" if device.type == "cuda" else "fp32")
     pipe = InfinityPipeline.load(args.model, args.vae, args.text_encoder, device=device, dtype=dtype)
     schedule = pipe.schedule(args.aspect_ratio, args.pixel_budget, args.schedule)
-    batch = batch_schedule_from_args(args, len(schedule))
+    batch = batch_schedule_from_args(args, len(schedule), release_of(pipe.model.cfg))
+    print(f"batch schedule: {batch.describe()}")
     reward, extractor = load_scorers(args, batch, device)
     params = SamplingParams(cfg=args.cfg, tau=args.tau, top_k=args.top_k, top_p=args.top_p)
     request = SearchRequest(pipe.encode(args.prompt, args.negative_prompt), tuple(schedule), params, batch,

@@ -36,6 +36,8 @@ def test_generate(files, tmp_path, strategy, n, finals):
     assert live == record["sizes"]  # the batch schedule is followed exactly at every scale
     assert len(list(out.glob("prompt0_final*.png"))) == finals and (out / "prompt0_chosen.png").exists()
     if strategy == "tts-var":
+        # five custom scales: the paper has no schedule for them, and the trace says so
+        assert "rescaled to 5 scales: not in the paper" in record["batch_schedule"]
         assert [e["event"] for e in record["events"]] == ["cluster", "cluster", "resample", "resample", "final"]
         resample = record["events"][2]["groups"][0]
         assert len(resample["weights"]) == len(resample["scores"]) and len(resample["kept"]) == record["sizes"][3]

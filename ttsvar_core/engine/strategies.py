@@ -10,11 +10,11 @@ from ..model.config import pixels_per_token
 from ..model.offload import on_device
 from .events import EventHandler, ScaleDone, SearchDone, SelectionDone
 from .request import SearchRequest
-from .schedule import BatchSchedule, preset
+from .schedule import PAPER_PRESETS, BatchSchedule, preset
 from .selection import cluster_step, final_pick, resample_step
 from .state import SearchState
 
-STRATEGIES = {"raw": "raw", "bon": "bon", "is": "is", "tts-var": "tts-var-2b"}
+STRATEGIES = ("raw", "bon", "is", "tts-var")
 
 
 @dataclass
@@ -31,10 +31,14 @@ class SearchResult:
         return self.images[self.picks]
 
 
-def schedule_for(strategy: str, n: int, num_scales: int, **overrides) -> BatchSchedule:
+def schedule_for(strategy: str, n: int, num_scales: int, release: str = "Infinity-2B", **overrides) -> BatchSchedule:
+    """The strategy's preset for `num_scales` scales; "tts-var" is the paper preset of the model's release
+    (model.config.release_of). Overrides that are None keep the preset's value."""
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; choose one of {list(STRATEGIES)}")
-    sched = preset(STRATEGIES[strategy], n=n, num_scales=num_scales)
+    if strategy == "tts-var":
+        strategy = next(name for name, (of, _) in PAPER_PRESETS.items() if of == release)
+    sched = preset(strategy, n=n, num_scales=num_scales)
     if overrides:
         sched = replace(sched, **{k: v for k, v in overrides.items() if v is not None})
     return sched.validate(num_scales)
@@ -70,7 +74,8 @@ def run_search(model, vae, request: SearchRequest, on_event: EventHandler | None
     final_images = min(batch.sizes[-1] * len(prompts), options.decode_chunk)
     policy = batch.decode_policy
 
-    trace = {"seed": request.seed, "sizes": list(batch.sizes), "scales": [], "events": []}
+    trace = {"seed": request.seed, "batch_schedule": batch.describe(), "sizes": list(batch.sizes), "scales": [],
+             "events": []}
     for si in range(len(image_schedule)):
         state = state.step()
         trace["scales"].append({"scale": si, "live": state.num_candidates})

@@ -102,6 +102,12 @@ RELEASES = {
 }
 PAIRING_HINT = ", ".join(f"{family} pairs with {r['vae_file']}" for family, r in RELEASES.items())
 
+
+def release_of(cfg: InfinityConfig) -> str:
+    """The release a configuration belongs to for its defaults: the 8B is the one whose tokens cover 2x2
+    latent cells (apply_spatial_patchify); every other configuration (2B, tiny and test models) is 2B-like."""
+    return "Infinity-8B" if cfg.apply_spatial_patchify else "Infinity-2B"
+
 # manifest checkpoint name -> preset
 MANIFEST_PRESETS = {
     "infinity_2b_reg": ("infinity", "infinity_2b"),
