@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -11,7 +12,7 @@ import torch
 from .engine.schedule import DECODE_CHOICES, DECODE_EFFECTS, FEATURE_MODES, POTENTIALS, DecodePolicy
 from .engine.strategies import STRATEGIES
 from .engine.text_inputs import parse_floats, parse_ints, parse_scales
-from .model.config import release_of
+from .model.config import RELEASES, release_of
 from .model.dtypes import DTYPE_NAMES
 from .model.schedules import PIXEL_BUDGETS
 
@@ -44,8 +45,12 @@ def add_generate_parser(sub):
     p.add_argument("--aspect-ratio", type=float, default=1.0, help="h/w, snapped to the 15 templates")
     p.add_argument("--pixel-budget", default="1M", choices=tuple(PIXEL_BUDGETS))
     p.add_argument("--schedule", type=argument(lambda text, what: parse_scales(text), "custom scales"), default=None, help="custom scales, e.g. 1x1,2x2,4x4")
-    p.add_argument("--cfg", type=argument(parse_floats, "cfg"), default=3.0, help="one value or one per scale")
-    p.add_argument("--tau", type=argument(parse_floats, "tau"), default=0.5, help="one value or one per scale")
+    p.add_argument("--cfg", type=argument(parse_floats, "cfg"), default=None,
+                   help="one value or one per scale (default: the model release's public setting, "
+                        + ", ".join(f"{family} {r['cfg']:g}" for family, r in RELEASES.items()) + ")")
+    p.add_argument("--tau", type=argument(parse_floats, "tau"), default=None,
+                   help="one value or one per scale (default: the model release's public setting, "
+                        + ", ".join(f"{family} {r['tau']:g}" for family, r in RELEASES.items()) + ")")
     p.add_argument("--top-k", type=int, default=900)
     p.add_argument("--top-p", type=float, default=0.97)
     p.add_argument("--batch-sizes", type=argument(parse_ints, "batch sizes"), default=None, help="base sizes per scale (times N)")
@@ -120,7 +125,8 @@ def run_generate(args) -> int:
     batch = batch_schedule_from_args(args, len(schedule), release_of(pipe.model.cfg))
     print(f"batch schedule: {batch.describe()}")
     reward, extractor = load_scorers(args, batch, device)
-    params = SamplingParams(cfg=args.cfg, tau=args.tau, top_k=args.top_k, top_p=args.top_p)
+    params = SamplingParams.for_model(pipe.model.cfg, args.cfg, args.tau, top_k=args.top_k, top_p=args.top_p)
+    print(f"sampling: cfg {params.cfg}, tau {params.tau} ({release_of(pipe.model.cfg)}'s setting where not given)")
     request = SearchRequest(pipe.encode(args.prompt, args.negative_prompt), tuple(schedule), params, batch,
                             seed=args.seed, scorers=Scorers(reward, extractor),
                             options=RunOptions(shared_generator=args.shared_generator)).check_inputs(pipe.model)
@@ -140,7 +146,7 @@ def run_generate(args) -> int:
             Image.fromarray(result.images[j].numpy()).save(out / f"prompt{p}_final{rank}{tag}.png")
     if args.trace:
         trace = dict(result.trace, prompts=args.prompt, strategy=args.strategy, n=args.n,
-                     schedule=[list(s) for s in schedule])
+                     schedule=[list(s) for s in schedule], sampling=asdict(params))
         Path(args.trace).write_text(json.dumps(trace, indent=1, default=_json_default))
     print(f"wrote {len(result.picks)} chosen and {result.images.shape[0]} final images to {out}")
     return 0

@@ -32,6 +32,7 @@ def test_generate(files, tmp_path, strategy, n, finals):
     assert "scale" in done.stderr  # the progress bar
     record = json.loads(trace.read_text())
     assert record["strategy"] == strategy and len(record["scales"]) == 5
+    assert (record["sampling"]["cfg"], record["sampling"]["tau"]) == (3.0, 0.5)  # a 2B-like model's defaults
     live = [s.get("live_after", s["live"]) for s in record["scales"]]
     assert live == record["sizes"]  # the batch schedule is followed exactly at every scale
     assert len(list(out.glob("prompt0_final*.png"))) == finals and (out / "prompt0_chosen.png").exists()
@@ -41,6 +42,20 @@ def test_generate(files, tmp_path, strategy, n, finals):
         assert [e["event"] for e in record["events"]] == ["cluster", "cluster", "resample", "resample", "final"]
         resample = record["events"][2]["groups"][0]
         assert len(resample["weights"]) == len(resample["scores"]) and len(resample["kept"]) == record["sizes"][3]
+
+
+def test_an_8b_like_model_samples_with_the_8b_defaults(files, tmp_path):
+    """Infinity's public 8B setting is tau 1.0 (the 2B's 0.5): keeping the defaults must give it."""
+    trace = tmp_path / "trace.json"
+    cmd = [sys.executable, "-m", "ttsvar_core", "generate", "--model", str(files["infinity_patchify_safetensors"]),
+           "--vae", str(files["vae_patchify_pth"]), "--text-encoder", str(files["t5"]), "--prompt", "a red circle",
+           "--strategy", "raw", "--out", str(tmp_path / "out"), "--schedule", "1x1,2x2,3x3", "--trace", str(trace),
+           "--device", "cpu"]
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    sampling = json.loads(trace.read_text())["sampling"]
+    assert (sampling["cfg"], sampling["tau"]) == (3.0, 1.0)
 
 
 def test_missing_reward_file_is_explained(files, tmp_path):

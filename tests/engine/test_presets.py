@@ -6,6 +6,8 @@ import pytest
 
 from ttsvar_core.cli import add_generate_parser, batch_schedule_from_args
 from ttsvar_core.engine import DECODE_CHOICES, BatchSchedule, DecodePolicy, preset, schedule_for
+from ttsvar_core.model.config import PRESETS
+from ttsvar_core.model.sampling import SamplingParams
 
 
 def test_paper_presets_are_the_papers_schedules():
@@ -71,3 +73,12 @@ def test_command_line_decodes_as_the_paper_unless_a_faster_choice_is_named(extra
     assert batch.decode_policy == policy
     assert batch.sizes == preset("tts-var-8b").sizes
     assert ("edited" in batch.describe()) == (policy != DECODE_CHOICES["paper"])
+
+
+def test_sampling_defaults_follow_the_release():
+    # Infinity's public settings: the 8B samples at tau 1.0, the 2B at 0.5, both at cfg 3
+    for config, tau in (("infinity_8b", 1.0), ("infinity_2b", 0.5), ("tiny", 0.5)):
+        params = SamplingParams.for_model(PRESETS[config])
+        assert (params.cfg, params.tau) == (3.0, tau)
+    given = SamplingParams.for_model(PRESETS["infinity_8b"], cfg=4.0, tau=(0.5, 0.7), top_p=0.9)
+    assert (given.cfg, given.tau, given.top_p) == (4.0, (0.5, 0.7), 0.9)
