@@ -31,8 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ttsvar_core.model.checkpoints import build_random  # noqa: E402
 from ttsvar_core.model.config import PRESETS, VAE_PRESETS, InfinityConfig  # noqa: E402
-from ttsvar_core.engine import (DECODE_CHOICES, BatchSchedule, Prompts, RunOptions, ScaleDone, Scorers,  # noqa: E402
-                                 SearchRequest, run_search, schedule_for)
+from ttsvar_core.engine import (DECODE_CHOICES, BatchSchedule, HistoryScored, Prompts, RunOptions,  # noqa: E402
+                                 ScaleDone, Scorers, SearchRequest, run_search, schedule_for)
+from ttsvar_core.engine.schedule import POTENTIALS  # noqa: E402
 from ttsvar_core.model.config import pixels_per_token  # noqa: E402
 from ttsvar_core.model.offload import BlockStreamer  # noqa: E402
 from ttsvar_core.model.sampling import SamplingParams  # noqa: E402
@@ -246,6 +247,8 @@ def exact_cpu_peak(run) -> int:
 def event_kind(event) -> str:
     if isinstance(event, ScaleDone):
         return "step"
+    if isinstance(event, HistoryScored):
+        return "history"
     return event.record.event  # "cluster", "resample" or "final"
 
 
@@ -264,10 +267,12 @@ def time_run(model, vae, request: SearchRequest, device):
         result = run_search(model, vae, request, on_event)
         sync()
         wall = time.perf_counter() - t0
-    step_times, selections, last = [], [], t0
+    step_times, selections, history, last = [], [], [], t0
     for event, t in marks:
         if event == "step":
             step_times.append(t - last)
+        elif event == "history":  # scoring for a history potential, counted apart from steps and selections
+            history.append({"after_scale": len(step_times) - 1, "seconds": t - last})
         elif event in ("cluster", "resample"):
             selections.append({"event": event, "after_scale": len(step_times) - 1, "seconds": t - last,
                                "step_seconds": step_times[-1]})
@@ -275,7 +280,7 @@ def time_run(model, vae, request: SearchRequest, device):
             selections.append({"event": "final", "after_scale": len(step_times) - 1, "seconds": t - last,
                                "step_seconds": step_times[-1]})
         last = t
-    return result, wall, step_times, selections, meter
+    return result, wall, step_times, selections, history, meter
 
 
 def main(argv=None):
@@ -291,6 +296,8 @@ def main(argv=None):
     ap.add_argument("--repeat", type=int, default=3, help="runs per strategy; the report keeps the median")
     ap.add_argument("--exact-memory", action="store_true",
                     help="CPU: one more pass per strategy under the profiler for the exact allocator peak")
+    ap.add_argument("--potential", choices=POTENTIALS, default="value",
+                    help="TTS-VAR's resampling potential; diff, max and sum add scoring at every scale")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -310,8 +317,8 @@ def main(argv=None):
     for strategy in ("bon", "tts-var"):
         run_search(model, vae, SearchRequest(prompts, tuple(schedule), params, schedule_for(strategy, 1, len(schedule)),
                                              scorers=Scorers(reward, extractor)))
-    run = partial(measure, model=model, vae=vae, prompts=prompts, schedule=schedule,
-                  params=params, reward=reward, extractor=extractor, device=device, guided=guided)
+    run = partial(measure, model=model, vae=vae, prompts=prompts, schedule=schedule, params=params, reward=reward,
+                  extractor=extractor, device=device, guided=guided, potential=args.potential)
     def search(batch, offload_idle):
         return run_search(model, vae, SearchRequest(prompts, tuple(schedule), params, batch,
                                                     scorers=Scorers(reward, extractor),
@@ -348,16 +355,20 @@ def main(argv=None):
 
 
 def measure(strategy, n, *, model, vae, prompts: Prompts, schedule, params, reward, extractor, device, guided,
-            offload, decode="paper"):
-    batch = schedule_for(strategy, n, len(schedule)).decoding(DECODE_CHOICES[decode])
+            offload, decode="paper", potential="value"):
+    batch = schedule_for(strategy, n, len(schedule), potential=potential).decoding(DECODE_CHOICES[decode])
     request = SearchRequest(prompts, tuple(schedule), params, batch, scorers=Scorers(reward, extractor),
                             options=RunOptions(offload_idle=offload))
-    result, wall, steps, selections, meter = time_run(model, vae, request, device)
+    result, wall, steps, selections, history, meter = time_run(model, vae, request, device)
+    scored = result.trace.get("history_scoring", {})
     label = strategy + ("" if decode == "paper" else f" ({decode})") + (" (low memory)" if offload else "")
     print(f"  {label:22s} N={n}: {wall:7.3f} s", file=sys.stderr)
     return {"strategy": label, "n": n, "wall_s": wall, "step_s": steps, "selections": selections,
             "selection_s": sum(s["seconds"] for s in selections if s["event"] != "final"),
             "final_s": sum(s["seconds"] for s in selections if s["event"] == "final"),
+            # the extra scoring of a history potential (diff, max, sum): scales, images scored, seconds
+            "history_scored_scales": scored.get("scales", []), "history_scored_images": scored.get("images", 0),
+            "history_scoring_s": sum(h["seconds"] for h in history),
             "token_passes": token_passes(result.trace, schedule, guided),
             "predicted_passes": predicted_passes(batch, schedule, len(prompts.texts), guided),
             "peak_bytes": meter.bytes, "peak_total_bytes": getattr(meter, "total", None),
@@ -407,9 +418,10 @@ def add_ratios(report):
             r["time_vs_bon"] = r["wall_s"] / base["wall_s"]
             r["passes_vs_bon"] = r["token_passes"] / base["token_passes"]
             r["time_over_pass_prediction"] = r["time_vs_bon"] / r["passes_vs_bon"]
-            # the same without selection work (decode, features, reward, re-index) and the final pick:
-            # what the stepping engine itself costs against what its token-passes predict
-            gen, base_gen = r["wall_s"] - r["selection_s"] - r["final_s"], base["wall_s"] - base["final_s"]
+            # the same without selection work (decode, features, reward, re-index), history scoring and the
+            # final pick: what the stepping engine itself costs against what its token-passes predict
+            gen = r["wall_s"] - r["selection_s"] - r["final_s"] - r["history_scoring_s"]
+            base_gen = base["wall_s"] - base["final_s"]
             r["generation_over_pass_prediction"] = gen / base_gen / r["passes_vs_bon"]
             r["memory_vs_bon"] = r["peak_bytes"] / max(base["peak_bytes"], 1)
         sels = [s for s in r["selections"] if s["event"] != "final"]
@@ -445,6 +457,9 @@ def table(report) -> str:
                      f"{r['exact_peak_bytes'] / 2**20 if 'exact_peak_bytes' in r else float('nan'):9.1f}")
         steps = ", ".join(f"{t * 1000:.0f}" for t in r["step_s"])
         lines.append(f"{'':25s}ms per scale: {steps}")
+        if r["history_scored_images"]:
+            lines.append(f"{'':25s}history scoring: {r['history_scored_images']} images at scales "
+                         f"{r['history_scored_scales']}, {r['history_scoring_s']:.3f} s")
         sels = [s for s in r["selections"] if s["event"] != "final"]
         if sels:
             ratios = ", ".join(f"{s['event']} after {s['after_scale']}: {s['seconds'] / s['step_seconds']:.2f}" for s in sels)

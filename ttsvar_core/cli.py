@@ -56,7 +56,12 @@ def add_generate_parser(sub):
     p.add_argument("--batch-sizes", type=argument(parse_ints, "batch sizes"), default=None, help="base sizes per scale (times N)")
     p.add_argument("--cluster-scales", type=argument(parse_ints, "cluster scales"), default=None)
     p.add_argument("--resample-scales", type=argument(parse_ints, "resample scales"), default=None)
-    p.add_argument("--potential", choices=POTENTIALS, default=None)
+    p.add_argument("--potential", choices=POTENTIALS, default=None,
+                   help="what resampling weighs candidates by: value (the preset's) the current reward; diff, max "
+                        "and sum the reward history, for which every live candidate is also scored at every scale "
+                        "from the first clustering to the last resampling (the 2B paper schedule: scales 2-5, 7 "
+                        "and 8, 30N more images scored, 16N of them decoded for it alone); the trace's "
+                        "history_scoring records the scales and seconds")
     p.add_argument("--lam", type=float, default=None, help="resampling temperature lambda")
     p.add_argument("--feature-mode", choices=FEATURE_MODES, default=None)
     decode = p.add_mutually_exclusive_group()

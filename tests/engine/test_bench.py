@@ -48,6 +48,18 @@ def test_token_passes_follow_the_schedule(bench, tiny, prompts, extractor, rewar
     assert counted == sum(2 * 2 * n * h * w for n, (h, w) in zip(sizes, SCHEDULE))
 
 
+def test_history_scoring_is_counted_apart_from_steps_and_selections(bench, tiny, prompts, extractor, reward):
+    model, vae = tiny
+    feats, lens = prompts
+    run = bench.measure("tts-var", 1, model=model, vae=vae, prompts=Prompts(("a", "b"), feats, tuple(lens)),
+                        schedule=SCHEDULE, params=SamplingParams(), reward=reward, extractor=extractor,
+                        device=torch.device("cpu"), guided=True, offload=False, potential="diff")
+    # the 5-scale schedule clusters after 1 and 2 and resamples after 3 and 4: scored after 1 and 2,
+    # two prompts of 8 and then 6 live candidates
+    assert run["history_scored_scales"] == [1, 2] and run["history_scored_images"] == 2 * (8 + 6)
+    assert run["history_scoring_s"] > 0 and len(run["step_s"]) == len(SCHEDULE)
+
+
 def test_decode_floor_is_one_decoded_latent_cell_per_token(bench):
     cfg = PRESETS["infinity_2b"]
     n = 13

@@ -144,6 +144,17 @@ class BatchSchedule:
         reward = bool(self.resample_scales) or (self.score_final and self.final != "none")
         return reward, clusters
 
+    def history_scales(self) -> tuple[int, ...]:
+        """Scales at which the search scores every live candidate only to build the reward history that the
+        diff, max and sum potentials read (the paper defines them over the generation history: diff = r_k -
+        r_(k-1), max and sum over every scale so far). From the first selection up to the last resampling,
+        less the resampling scales, which score anyway; after the last resampling no potential is read. None
+        for value, the default, which reads the current reward only."""
+        if self.potential == "value" or not self.resample_scales:
+            return ()
+        first = min(self.cluster_scales + self.resample_scales)
+        return tuple(si for si in range(first, max(self.resample_scales)) if si not in self.resample_scales)
+
     def describe(self) -> str:
         """What this schedule is, in words: the preset it was built from (for a paper preset, the paper's
         setting it reproduces, or that it is not the paper's) and every value changed from that preset."""

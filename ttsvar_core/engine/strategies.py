@@ -1,6 +1,7 @@
 """Strategies as compositions of step / cluster / resample / final pick (the loop owns the schedule)."""
 from __future__ import annotations
 
+import time
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 
@@ -8,10 +9,10 @@ import torch
 
 from ..model.config import pixels_per_token
 from ..model.offload import on_device
-from .events import EventHandler, ScaleDone, SearchDone, SelectionDone
+from .events import EventHandler, HistoryScored, ScaleDone, SearchDone, SelectionDone
 from .request import SearchRequest
 from .schedule import PAPER_PRESETS, BatchSchedule, preset
-from .selection import cluster_step, final_pick, resample_step
+from .selection import cluster_step, final_pick, resample_step, score_step
 from .state import SearchState
 
 STRATEGIES = ("raw", "bon", "is", "tts-var")
@@ -74,8 +75,12 @@ def run_search(model, vae, request: SearchRequest, on_event: EventHandler | None
     final_images = min(batch.sizes[-1] * len(prompts), options.decode_chunk)
     policy = batch.decode_policy
 
+    history = batch.history_scales()
     trace = {"seed": request.seed, "batch_schedule": batch.describe(), "sizes": list(batch.sizes), "scales": [],
              "events": []}
+    if history:  # the extra cost of a history potential, for users and the benchmark
+        trace["history_scoring"] = {"potential": batch.potential, "scales": list(history), "images": 0,
+                                    "seconds": 0.0}
     for si in range(len(image_schedule)):
         state = state.step()
         trace["scales"].append({"scale": si, "live": state.num_candidates})
@@ -83,6 +88,16 @@ def run_search(model, vae, request: SearchRequest, on_event: EventHandler | None
         event, per_prompt = batch.event(si), batch.sizes[si]
         side = policy.side_at(si, image_schedule, per_token)
         decode = {"decode_side": side, "decode_chunk": policy.chunk(side, full_side, final_images)}
+        if si in history:
+            # at a selection's side, so that a clustering after this scale reuses the decode
+            start = time.perf_counter()
+            with idle(vae, reward):
+                state = score_step(state, vae, reward, prompts, **decode)
+            seconds = time.perf_counter() - start
+            trace["scales"][-1]["history_scoring_s"] = seconds
+            trace["history_scoring"]["images"] += state.num_candidates
+            trace["history_scoring"]["seconds"] += seconds
+            emit(HistoryScored(si, state, seconds))
         before = state
         if event == "cluster" and per_prompt < state.num_candidates // state.num_prompts:
             with idle(vae, extractor):
