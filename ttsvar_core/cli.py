@@ -70,8 +70,14 @@ def add_generate_parser(sub):
                              + " ".join(f"{name}: {DECODE_EFFECTS[name]}" for name in DECODE_CHOICES))
     decode.add_argument("--selection-side", type=int, default=None,
                         help="instead of a named choice: every selection decodes at this many pixels")
-    p.add_argument("--reward", default="imagereward", help="reward kind (imagereward, hps, clip, aesthetic)")
-    p.add_argument("--reward-file", default=None, help="reward weights file or folder")
+    p.add_argument("--reward", default="imagereward",
+                   help="reward kind (imagereward, hps, clip, aesthetic), or several joined by '+', e.g. "
+                        "imagereward+hps: each reward is softmax-normalised over a prompt's candidates, then they "
+                        "are averaged (how the paper's appendix combines ImageReward and HPS)")
+    p.add_argument("--reward-file", action="append", default=None,
+                   help="reward weights file or folder; repeat it for several rewards, in --reward's order")
+    p.add_argument("--reward-weights", type=argument(parse_floats, "reward weights"), default=None,
+                   help="with several rewards: one weight each, e.g. 2,1 (default: equal)")
     p.add_argument("--reward-extra", default=None, help="second file a reward needs (aesthetic: SigLIP folder)")
     p.add_argument("--features", default="dinov2", help="feature extractor kind (dinov2, inception)")
     p.add_argument("--features-file", default=None)
@@ -96,16 +102,34 @@ def batch_schedule_from_args(args, num_scales: int, release: str):
     return batch.decoding(policy).validate(num_scales)
 
 
+def reward_parts(args) -> tuple[list[tuple[str, str]], tuple[float, ...] | None]:
+    """(kind, file) of every reward --reward names, and their weights; checked before any model loads."""
+    kinds = [kind.strip() for kind in args.reward.split("+")]
+    files = args.reward_file or []
+    if files and len(files) != len(kinds):
+        raise SystemExit(f"--reward {args.reward} names {len(kinds)} reward(s) but {len(files)} --reward-file "
+                         "were given: give one --reward-file per reward, in the same order")
+    weights = args.reward_weights
+    weights = (weights,) if isinstance(weights, float) else weights  # parse_floats gives one value as a float
+    if weights is not None and len(weights) != len(kinds):
+        raise SystemExit(f"--reward-weights: give one weight per reward of --reward {args.reward}")
+    return list(zip(kinds, files)), weights
+
+
 def load_scorers(args, batch, device):
     need_reward, need_features = batch.needs()
     reward = extractor = None
     if need_reward:
-        if not args.reward_file:
+        parts, weights = reward_parts(args)
+        if not parts:
             raise SystemExit(f"the {args.strategy} strategy scores candidates: pass --reward-file "
                              "(e.g. ImageReward.pt from models/ttsvar_rewards)")
-        from .scorers import load_reward
+        from .scorers import CombinedReward, load_reward
+        from .scorers.registry import REWARDS
         extra = {"siglip_path": args.reward_extra} if args.reward_extra else {}
-        reward = load_reward(args.reward, args.reward_file, device=device, **extra)
+        rewards = [load_reward(kind, path, device=device, **(extra if REWARDS.canonical(kind) == "aesthetic" else {}))
+                   for kind, path in parts]
+        reward = rewards[0] if len(rewards) == 1 else CombinedReward(rewards, weights)
     if need_features:
         if not args.features_file:
             raise SystemExit("clustering needs image features: pass --features-file (e.g. the DINOv2 ViT-L/14 "
@@ -123,6 +147,7 @@ def run_generate(args) -> int:
     from .model.pipeline import InfinityPipeline
     from .model.sampling import SamplingParams
 
+    reward_parts(args)  # a mismatched --reward-file count fails before any model loads
     device = torch.device(args.device)
     dtype = args.dtype or ("bf16" if device.type == "cuda" else "fp32")
     pipe = InfinityPipeline.load(args.model, args.vae, args.text_encoder, device=device, dtype=dtype)
@@ -151,7 +176,8 @@ def run_generate(args) -> int:
             Image.fromarray(result.images[j].numpy()).save(out / f"prompt{p}_final{rank}{tag}.png")
     if args.trace:
         trace = dict(result.trace, prompts=args.prompt, strategy=args.strategy, n=args.n,
-                     schedule=[list(s) for s in schedule], sampling=asdict(params))
+                     schedule=[list(s) for s in schedule], sampling=asdict(params),
+                     reward=None if reward is None else repr(reward))
         Path(args.trace).write_text(json.dumps(trace, indent=1, default=_json_default))
     print(f"wrote {len(result.picks)} chosen and {result.images.shape[0]} final images to {out}")
     return 0

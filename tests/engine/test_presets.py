@@ -1,13 +1,14 @@
 """Presets named after the TTS-VAR paper are the paper's settings, and any other schedule says what it is."""
-import argparse
 from dataclasses import replace
 
 import pytest
 
-from ttsvar_core.cli import add_generate_parser, batch_schedule_from_args
+from ttsvar_core.cli import batch_schedule_from_args
 from ttsvar_core.engine import DECODE_CHOICES, BatchSchedule, DecodePolicy, preset, schedule_for
 from ttsvar_core.model.config import PRESETS
 from ttsvar_core.model.sampling import SamplingParams
+
+from .conftest import generate_args
 
 
 def test_paper_presets_are_the_papers_schedules():
@@ -53,13 +54,6 @@ def test_the_proportional_rescale_is_not_the_papers_10_scale_schedule():
     rescaled = preset("tts-var-2b").rescaled(10)
     assert (rescaled.cluster_scales, rescaled.resample_scales) == ((2, 4), (5, 7))
     assert "edited from the TTS-VAR paper's Infinity-8B" in rescaled.describe()
-
-
-def generate_args(*extra):
-    parser = argparse.ArgumentParser()
-    add_generate_parser(parser.add_subparsers())
-    return parser.parse_args(["generate", "--model", "m", "--vae", "v", "--text-encoder", "t", "--prompt", "p",
-                              "--out", "o", *extra])
 
 
 @pytest.mark.parametrize("extra,policy", [

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from ttsvar_core.engine import (BatchSchedule, cluster_select, combine_rewards, pca_maps, potential, preset,
-                                resample, resampling_weights)
+from ttsvar_core.engine import (BatchSchedule, cluster_select, pca_maps, potential, preset, resample,
+                                resampling_weights)
 from ttsvar_core.engine.selection import feature_vectors
 
 
@@ -127,12 +127,6 @@ def test_non_finite_reward_policy():
     assert w.tolist() == [0.5, 0.5] and "uniform" in note
     w, _ = resampling_weights(torch.tensor([-float("inf"), 0.0]), lam=1.0)
     assert w.tolist() == [0.0, 1.0]
-
-
-def test_combined_rewards_are_softmax_normalised():
-    combined = combine_rewards({"hps": torch.tensor([0.30, 0.31, 0.20]), "ir": torch.tensor([1.0, -2.0, 0.5])})
-    expected = (torch.softmax(torch.tensor([0.30, 0.31, 0.20]), 0) + torch.softmax(torch.tensor([1.0, -2.0, 0.5]), 0)) / 2
-    assert torch.allclose(combined, expected)
 
 
 def test_schedule_presets_and_validation():

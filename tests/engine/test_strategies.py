@@ -5,6 +5,7 @@ import torch
 from ttsvar_core.engine import (BatchSchedule, HistoryScored, Prompts, ScaleDone, Scorers, SearchDone,
                                  SearchRequest, SelectionDone, run_search, schedule_for)
 from ttsvar_core.model.sampling import SamplingParams
+from ttsvar_core.scorers import CombinedReward, combine_rewards
 
 SCHEDULE = ((1, 1), (2, 2), (3, 3), (4, 4), (5, 5))
 
@@ -45,6 +46,19 @@ def test_tts_var_and_best_of_n_start_from_the_same_candidates(tiny, prompts, rew
     assert bon.state.origin.tolist() == list(range(8))
     for j, origin in enumerate(tts.state.origin.tolist()):
         assert torch.equal(tts.state.bits[0][j], bon.state.bits[0][origin])
+
+
+def test_a_combined_reward_is_normalised_over_each_prompts_candidates(tiny, prompts, reward):
+    class Darkness:
+        def score(self, images, prompt):
+            return 1 - images.float().mean(dim=(1, 2, 3)) / 255
+
+    result = run(tiny, prompts, schedule_for("bon", 3, len(SCHEDULE)), CombinedReward([reward, Darkness()], (3, 1)))
+    for p, pick in enumerate(result.picks):
+        group = (result.prompt_of == p).nonzero().squeeze(1)
+        images = result.images[group]
+        expected = combine_rewards([reward.score(images, ""), Darkness().score(images, "")], (3, 1))
+        assert torch.allclose(result.scores[group], expected) and pick == group[expected.argmax()]
 
 
 def test_importance_sampling_and_raw(tiny, prompts, reward):

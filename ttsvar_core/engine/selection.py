@@ -122,14 +122,6 @@ def resample(weights: torch.Tensor, k: int, generator: torch.Generator | None) -
     return torch.multinomial(weights, k, replacement=True, generator=generator).tolist()
 
 
-def combine_rewards(scores: dict[str, torch.Tensor], weights: dict[str, float] | None = None) -> torch.Tensor:
-    """Several rewards on one scale: each softmax-normalised over the candidates, then a weighted mean
-    (the paper's appendix combines HPS and ImageReward this way)."""
-    weights = weights or {name: 1.0 for name in scores}
-    total = sum(weights.values())
-    return sum(weights[n] * torch.softmax(s.float(), dim=0) for n, s in scores.items()) / total
-
-
 # ---- steps on a state --------------------------------------------------------------------------------------
 def _score_groups(state: SearchState, images: torch.Tensor, reward, prompts: list[str]) -> torch.Tensor:
     scores = torch.empty(state.num_candidates)
