@@ -38,7 +38,10 @@ def schedule_for(strategy: str, n: int, num_scales: int, release: str = "Infinit
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; choose one of {list(STRATEGIES)}")
     if strategy == "tts-var":
-        strategy = next(name for name, (of, _) in PAPER_PRESETS.items() if of == release)
+        by_release = {of: name for name, (of, _) in PAPER_PRESETS.items()}
+        if release not in by_release:
+            raise ValueError(f"no TTS-VAR preset for the release {release!r}; choose one of {list(by_release)}")
+        strategy = by_release[release]
     sched = preset(strategy, n=n, num_scales=num_scales)
     if overrides:
         sched = replace(sched, **{k: v for k, v in overrides.items() if v is not None})
