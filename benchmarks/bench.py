@@ -31,8 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ttsvar_core.model.checkpoints import build_random  # noqa: E402
 from ttsvar_core.model.config import PRESETS, VAE_PRESETS, InfinityConfig  # noqa: E402
-from ttsvar_core.engine import (BatchSchedule, Prompts, RunOptions, ScaleDone, Scorers,  # noqa: E402
-                                 SearchRequest, run_search, schedule_for)
+from ttsvar_core.engine import (DECODE_CHOICES, BatchSchedule, HistoryScored, Prompts, RunOptions,  # noqa: E402
+                                 ScaleDone, Scorers, SearchRequest, run_search, schedule_for)
+from ttsvar_core.engine.schedule import POTENTIALS  # noqa: E402
 from ttsvar_core.model.config import pixels_per_token  # noqa: E402
 from ttsvar_core.model.offload import BlockStreamer  # noqa: E402
 from ttsvar_core.model.sampling import SamplingParams  # noqa: E402
@@ -246,6 +247,8 @@ def exact_cpu_peak(run) -> int:
 def event_kind(event) -> str:
     if isinstance(event, ScaleDone):
         return "step"
+    if isinstance(event, HistoryScored):
+        return "history"
     return event.record.event  # "cluster", "resample" or "final"
 
 
@@ -264,10 +267,12 @@ def time_run(model, vae, request: SearchRequest, device):
         result = run_search(model, vae, request, on_event)
         sync()
         wall = time.perf_counter() - t0
-    step_times, selections, last = [], [], t0
+    step_times, selections, history, last = [], [], [], t0
     for event, t in marks:
         if event == "step":
             step_times.append(t - last)
+        elif event == "history":  # scoring for a history potential, counted apart from steps and selections
+            history.append({"after_scale": len(step_times) - 1, "seconds": t - last})
         elif event in ("cluster", "resample"):
             selections.append({"event": event, "after_scale": len(step_times) - 1, "seconds": t - last,
                                "step_seconds": step_times[-1]})
@@ -275,7 +280,7 @@ def time_run(model, vae, request: SearchRequest, device):
             selections.append({"event": "final", "after_scale": len(step_times) - 1, "seconds": t - last,
                                "step_seconds": step_times[-1]})
         last = t
-    return result, wall, step_times, selections, meter
+    return result, wall, step_times, selections, history, meter
 
 
 def main(argv=None):
@@ -291,6 +296,8 @@ def main(argv=None):
     ap.add_argument("--repeat", type=int, default=3, help="runs per strategy; the report keeps the median")
     ap.add_argument("--exact-memory", action="store_true",
                     help="CPU: one more pass per strategy under the profiler for the exact allocator peak")
+    ap.add_argument("--potential", choices=POTENTIALS, default="value",
+                    help="TTS-VAR's resampling potential; diff, max and sum add scoring at every scale")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -310,22 +317,25 @@ def main(argv=None):
     for strategy in ("bon", "tts-var"):
         run_search(model, vae, SearchRequest(prompts, tuple(schedule), params, schedule_for(strategy, 1, len(schedule)),
                                              scorers=Scorers(reward, extractor)))
-    run = partial(measure, model=model, vae=vae, prompts=prompts, schedule=schedule,
-                  params=params, reward=reward, extractor=extractor, device=device, guided=guided)
+    run = partial(measure, model=model, vae=vae, prompts=prompts, schedule=schedule, params=params, reward=reward,
+                  extractor=extractor, device=device, guided=guided, potential=args.potential)
     def search(batch, offload_idle):
         return run_search(model, vae, SearchRequest(prompts, tuple(schedule), params, batch,
                                                     scorers=Scorers(reward, extractor),
                                                     options=RunOptions(offload_idle=offload_idle)))
 
     exact = args.exact_memory and device.type == "cpu"
-    plan = [("raw", 1, "fixed")] + [(s, n, r) for n in args.n for s, r in
-                                    (("bon", "fixed"), ("tts-var", "fixed"), ("tts-var", "scale"))]
+    # TTS-VAR with each named selection decode; 448 px only where it is smaller than the image
+    full_side = max(schedule[-1]) * pixels_per_token(cfg, cfg.vae)
+    decodes = [d for d in DECODE_CHOICES if d != "448px" or DECODE_CHOICES[d].side < full_side]
+    plan = [("raw", 1, "paper")] + [(s, n, d) for n in args.n for s, d in
+                                    [("bon", "paper")] + [("tts-var", d) for d in decodes]]
     runs = repeated(run, plan, args.repeat, offload=False)
     if exact:
         add_exact_peaks(runs, plan, search, len(schedule), offload=False)
     if args.low_memory:
         # the same runs with the blocks streamed from pinned CPU memory and idle models off the device
-        low = [("bon", args.n[0], "fixed"), ("tts-var", args.n[0], "fixed")]
+        low = [("bon", args.n[0], "paper"), ("tts-var", args.n[0], "paper")]
         streamer = BlockStreamer(model, device)
         low_runs = repeated(run, low, args.repeat, offload=True)
         if exact:
@@ -334,8 +344,8 @@ def main(argv=None):
         runs += low_runs
     report = {"config": args.config, "device": str(device), "dtype": str(dtype), "budget": args.budget,
               "repeats": args.repeat, "proportions": cost_proportions(cfg, args.budget),
-              "floors": {args.config: floors_by_resolution(cfg, args.budget),
-                         "2b at 1M": floors_by_resolution(PRESETS["infinity_2b"], "1M")},
+              "floors": {args.config: floors_by_decode(cfg, args.budget),
+                         "2b at 1M": floors_by_decode(PRESETS["infinity_2b"], "1M")},
               "schedule": [list(s) for s in schedule], "machine": machine(device), "runs": runs}
     add_ratios(report)
     print(table(report))
@@ -345,16 +355,20 @@ def main(argv=None):
 
 
 def measure(strategy, n, *, model, vae, prompts: Prompts, schedule, params, reward, extractor, device, guided,
-            offload, resolution="fixed"):
-    batch = schedule_for(strategy, n, len(schedule), selection_resolution=resolution)
+            offload, decode="paper", potential="value"):
+    batch = schedule_for(strategy, n, len(schedule), potential=potential).decoding(DECODE_CHOICES[decode])
     request = SearchRequest(prompts, tuple(schedule), params, batch, scorers=Scorers(reward, extractor),
                             options=RunOptions(offload_idle=offload))
-    result, wall, steps, selections, meter = time_run(model, vae, request, device)
-    label = strategy + (" (scale res)" if resolution == "scale" else "") + (" (low memory)" if offload else "")
+    result, wall, steps, selections, history, meter = time_run(model, vae, request, device)
+    scored = result.trace.get("history_scoring", {})
+    label = strategy + ("" if decode == "paper" else f" ({decode})") + (" (low memory)" if offload else "")
     print(f"  {label:22s} N={n}: {wall:7.3f} s", file=sys.stderr)
     return {"strategy": label, "n": n, "wall_s": wall, "step_s": steps, "selections": selections,
             "selection_s": sum(s["seconds"] for s in selections if s["event"] != "final"),
             "final_s": sum(s["seconds"] for s in selections if s["event"] == "final"),
+            # the extra scoring of a history potential (diff, max, sum): scales, images scored, seconds
+            "history_scored_scales": scored.get("scales", []), "history_scored_images": scored.get("images", 0),
+            "history_scoring_s": sum(h["seconds"] for h in history),
             "token_passes": token_passes(result.trace, schedule, guided),
             "predicted_passes": predicted_passes(batch, schedule, len(prompts.texts), guided),
             "peak_bytes": meter.bytes, "peak_total_bytes": getattr(meter, "total", None),
@@ -362,25 +376,25 @@ def measure(strategy, n, *, model, vae, prompts: Prompts, schedule, params, rewa
 
 
 def repeated(run, plan, repeat: int, offload: bool) -> list[dict]:
-    """Every (strategy, N, selection resolution) of `plan`, `repeat` times, reduced to the median run. The
+    """Every (strategy, N, selection decode) of `plan`, `repeat` times, reduced to the median run. The
     repeats run the whole plan in turn, so a slow spell of the machine hits every strategy alike."""
     samples = {key: [] for key in plan}
     for _ in range(repeat):
-        for strategy, n, resolution in plan:
-            samples[(strategy, n, resolution)].append(run(strategy, n, offload=offload, resolution=resolution))
+        for strategy, n, decode in plan:
+            samples[(strategy, n, decode)].append(run(strategy, n, offload=offload, decode=decode))
     return [median_run(v) for v in samples.values()]
 
 
 def add_exact_peaks(runs, plan, search, num_scales: int, offload: bool):
-    for r, (strategy, n, resolution) in zip(runs, plan):
-        batch = schedule_for(strategy, n, num_scales, selection_resolution=resolution)
+    for r, (strategy, n, decode) in zip(runs, plan):
+        batch = schedule_for(strategy, n, num_scales).decoding(DECODE_CHOICES[decode])
         r["exact_peak_bytes"] = exact_cpu_peak(lambda: search(batch, offload_idle=offload))
 
 
-def floors_by_resolution(cfg: InfinityConfig, budget: str) -> dict:
+def floors_by_decode(cfg: InfinityConfig, budget: str) -> dict:
     num_scales = len(get_schedule(1.0, budget))
-    return {res: selection_floors(cfg, budget, schedule_for("tts-var", 1, num_scales, selection_resolution=res))
-            for res in ("fixed", "scale")}
+    return {name: selection_floors(cfg, budget, schedule_for("tts-var", 1, num_scales).decoding(policy))
+            for name, policy in DECODE_CHOICES.items()}
 
 
 def median_run(samples: list[dict]) -> dict:
@@ -404,9 +418,10 @@ def add_ratios(report):
             r["time_vs_bon"] = r["wall_s"] / base["wall_s"]
             r["passes_vs_bon"] = r["token_passes"] / base["token_passes"]
             r["time_over_pass_prediction"] = r["time_vs_bon"] / r["passes_vs_bon"]
-            # the same without selection work (decode, features, reward, re-index) and the final pick:
-            # what the stepping engine itself costs against what its token-passes predict
-            gen, base_gen = r["wall_s"] - r["selection_s"] - r["final_s"], base["wall_s"] - base["final_s"]
+            # the same without selection work (decode, features, reward, re-index), history scoring and the
+            # final pick: what the stepping engine itself costs against what its token-passes predict
+            gen = r["wall_s"] - r["selection_s"] - r["final_s"] - r["history_scoring_s"]
+            base_gen = base["wall_s"] - base["final_s"]
             r["generation_over_pass_prediction"] = gen / base_gen / r["passes_vs_bon"]
             r["memory_vs_bon"] = r["peak_bytes"] / max(base["peak_bytes"], 1)
         sels = [s for s in r["selections"] if s["event"] != "final"]
@@ -442,18 +457,21 @@ def table(report) -> str:
                      f"{r['exact_peak_bytes'] / 2**20 if 'exact_peak_bytes' in r else float('nan'):9.1f}")
         steps = ", ".join(f"{t * 1000:.0f}" for t in r["step_s"])
         lines.append(f"{'':25s}ms per scale: {steps}")
+        if r["history_scored_images"]:
+            lines.append(f"{'':25s}history scoring: {r['history_scored_images']} images at scales "
+                         f"{r['history_scored_scales']}, {r['history_scoring_s']:.3f} s")
         sels = [s for s in r["selections"] if s["event"] != "final"]
         if sels:
             ratios = ", ".join(f"{s['event']} after {s['after_scale']}: {s['seconds'] / s['step_seconds']:.2f}" for s in sels)
             lines.append(f"{'':25s}selection / step: {ratios}")
     lines.append("FLOP floors of each selection / the step it follows: decoding every live candidate at the "
                  "selection's side, and for the real model one ViT-L pass per candidate (DINOv2-L, ImageReward):")
-    for name, by_resolution in report["floors"].items():
+    for name, by_decode in report["floors"].items():
         real = name.startswith("2b")  # the tiny scorers have nothing of ViT-L's cost
-        for resolution, floors in by_resolution.items():
+        for decode, floors in by_decode.items():
             cells = ", ".join(f"{f['event']} after {f['after_scale']} ({f['side']} px): decode {f['decode_over_step']:.2f}"
                               + (f" ViT-L {f['vit_l_over_step']:.2f}" if real else "") for f in floors)
-            lines.append(f"  {name} {resolution:5s} {cells}")
+            lines.append(f"  {name} {decode:10s} {cells}")
     return "\n".join(lines)
 
 

@@ -10,7 +10,7 @@ from dataclasses import replace
 from comfy_api.latest import io
 
 from ..ttsvar_core.engine import MAX_SEED, BatchSchedule, DecodePolicy, preset
-from ..ttsvar_core.engine.schedule import FEATURE_MODES, POTENTIALS
+from ..ttsvar_core.engine.schedule import DECODE_CHOICES, DECODE_EFFECTS, FEATURE_MODES, PAPER_2B, PAPER_8B, POTENTIALS
 from ..ttsvar_core.engine.text_inputs import parse_ints
 from ..ttsvar_core.model.sampling import SamplingParams
 from ..ttsvar_core.model.schedules import PIXEL_BUDGETS
@@ -32,16 +32,32 @@ SCHEDULE_PRESETS = {
     "Importance sampling": "is",
     "Plain sampling": "raw",
 }
+
+
+def _schedule_words(paper) -> str:
+    sizes = ",".join(str(b) for b in paper.base_sizes)
+    return (f"{sizes} x N, clustering after scales {' and '.join(map(str, paper.cluster_scales))}, resampling "
+            f"after {' and '.join(map(str, paper.resample_scales))}")
+
+
+SCHEDULE_PRESET_TOOLTIP = (
+    f"TTS-VAR paper (2B): the paper's schedule for {PAPER_2B.setting}, i.e. pixel budget 1M: "
+    f"{_schedule_words(PAPER_2B)}. TTS-VAR paper (8B): the paper's Appendix B schedule for {PAPER_8B.setting}, "
+    f"i.e. 0.25M: {_schedule_words(PAPER_8B)}. The paper gives no 8B schedule at 1M: there the 8B preset is the "
+    "2B's 13-scale schedule (and the 2B preset at 0.25M is the 8B's). At 0.06M and 0.60M both are the 2B "
+    "schedule rescaled, which is not in the paper. Paper presets decode candidates at full size for their "
+    "selections, as the paper's code.")
+SELECTION_DECODE_TOOLTIP = (
+    "size at which selections decode candidates for the reward and feature models. "
+    f"full size (paper): {DECODE_EFFECTS['paper']} 448 px: {DECODE_EFFECTS['448px']} "
+    f"scale grid (fast): {DECODE_EFFECTS['scale-grid']}")
 PICK_MODES = {"best": "best", "sample by reward": "sample", "first": "none"}
 POTENTIAL_CHOICES = list(POTENTIALS)
 FEATURE_MODE_CHOICES = list(FEATURE_MODES)
 DTYPE_CHOICES = ["auto", "bf16", "fp16", "fp32"]
-# How selections decode candidates for the reward and feature models -> BatchSchedule fields.
-SELECTION_DECODES = {
-    "448 px": {"selection_side": 448, "selection_resolution": "fixed"},
-    "scale grid (fast)": {"selection_side": 448, "selection_resolution": "scale"},
-    "full size (reference)": {"selection_side": None, "selection_resolution": "fixed"},
-}
+# How selections decode candidates for the reward and feature models, as artists read it -> the engine's
+# named DecodePolicy (DECODE_CHOICES).
+SELECTION_DECODES = {"full size (paper)": "paper", "448 px": "448px", "scale grid (fast)": "scale-grid"}
 # Side (px) at which the node-by-node selections decode candidates for reward and feature models, and at
 # which the Step node decodes its preview: the same size, so a selection after a Step reuses that decode.
 SELECTION_SIDE = DecodePolicy().side
@@ -91,7 +107,7 @@ def num_scales(pixel_budget: str, custom: tuple | None) -> int:
 
 def schedule_from_widgets(preset_label: str, n: int, scales: int, batch_sizes: str = "", cluster_scales: str = "",
                          resample_scales: str = "", potential: str = "value", lam: float = 10.0,
-                         feature_mode: str = "pca", selection_decode: str = "448 px") -> BatchSchedule:
+                         feature_mode: str = "pca", selection_decode: str = "full size (paper)") -> BatchSchedule:
     """A preset for `scales` scales with the user's edits. Empty text keeps the preset's value; 'none'
     removes every clustering (or resampling) scale. Scale numbers count from 0, the 1x1 scale, as in the
     paper."""
@@ -100,8 +116,9 @@ def schedule_from_widgets(preset_label: str, n: int, scales: int, batch_sizes: s
     if selection_decode not in SELECTION_DECODES:
         raise ValueError(f"unknown selection decode {selection_decode!r}; choose one of {list(SELECTION_DECODES)}")
     schedule = preset(SCHEDULE_PRESETS[preset_label], n=n, num_scales=scales)
+    policy = DECODE_CHOICES[SELECTION_DECODES[selection_decode]]
     edits: dict = {"potential": potential, "lam": float(lam), "feature_mode": feature_mode,
-                   **SELECTION_DECODES[selection_decode]}
+                   "selection_side": policy.side, "selection_resolution": policy.resolution}
     if batch_sizes.strip():
         sizes = parse_ints(batch_sizes, "batch sizes")
         if len(sizes) != scales:

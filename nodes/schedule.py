@@ -4,8 +4,8 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from ..ttsvar_core.engine.text_inputs import parse_scales
-from .options import (CATEGORY, FEATURE_MODE_CHOICES, PIXEL_BUDGET_CHOICES, POTENTIAL_CHOICES, SCHEDULE_PRESETS,
-                      SELECTION_DECODES, custom_scales_input, num_scales, schedule_from_widgets)
+from .options import (CATEGORY, FEATURE_MODE_CHOICES, PIXEL_BUDGET_CHOICES, POTENTIAL_CHOICES, SCHEDULE_PRESET_TOOLTIP,
+                      SCHEDULE_PRESETS, SELECTION_DECODE_TOOLTIP, SELECTION_DECODES, custom_scales_input, num_scales, schedule_from_widgets)
 from .types import SCHEDULE, Choice, SearchSchedule
 
 
@@ -18,7 +18,7 @@ class TTSVARBatchSchedule(io.ComfyNode):
                         "Start from a preset; empty text fields keep the preset's values.",
             inputs=[
                 Choice("preset", options=list(SCHEDULE_PRESETS), default="TTS-VAR paper (2B)",
-                       tooltip="the schedule to start from: the paper's TTS-VAR, or a baseline"),
+                       tooltip=SCHEDULE_PRESET_TOOLTIP),
                 io.Int.Input("n", default=1, min=1, max=64,
                              tooltip="N: every batch size is multiplied by it (Best-of-N: N candidates)"),
                 Choice("pixel_budget", options=PIXEL_BUDGET_CHOICES, default="1M",
@@ -37,12 +37,8 @@ class TTSVARBatchSchedule(io.ComfyNode):
                 Choice("feature_mode", options=FEATURE_MODE_CHOICES, default="pca",
                        tooltip="what clustering compares: pca (the paper), pool, global"),
                 custom_scales_input(),
-                Choice("selection_decode", options=list(SELECTION_DECODES), default="448 px", optional=True,
-                       tooltip="size at which selections decode candidates for the reward and feature models. "
-                               "448 px: enough for their 224 px input; scale grid: a selection after scale k "
-                               "decodes at scale k's token grid (at most 448 px), several times faster at early "
-                               "scales but picks worse on our test model (docs/shapesworld_results.md); full size: "
-                               "as the paper's code"),
+                Choice("selection_decode", options=list(SELECTION_DECODES), default="full size (paper)",
+                       optional=True, tooltip=SELECTION_DECODE_TOOLTIP),
             ],
             outputs=[SCHEDULE.Output(display_name="schedule", tooltip="for the TTS-VAR Sampler")],
         )
@@ -63,7 +59,7 @@ class TTSVARBatchSchedule(io.ComfyNode):
 
     @classmethod
     def execute(cls, preset, n, pixel_budget, batch_sizes, cluster_scales, resample_scales, potential, lam,
-                feature_mode, custom_scales="", selection_decode="448 px"):
+                feature_mode, custom_scales="", selection_decode="full size (paper)"):
         custom = parse_scales(custom_scales)
         batch = schedule_from_widgets(preset, n, num_scales(pixel_budget, custom), batch_sizes, cluster_scales,
                                      resample_scales, potential, lam, feature_mode, selection_decode)

@@ -4,13 +4,15 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
-from .engine.schedule import FEATURE_MODES, POTENTIALS, SELECTION_RESOLUTIONS
+from .engine.schedule import DECODE_CHOICES, DECODE_EFFECTS, FEATURE_MODES, POTENTIALS, DecodePolicy
 from .engine.strategies import STRATEGIES
 from .engine.text_inputs import parse_floats, parse_ints, parse_scales
+from .model.config import RELEASES, release_of
 from .model.dtypes import DTYPE_NAMES
 from .model.schedules import PIXEL_BUDGETS
 
@@ -33,32 +35,49 @@ def add_generate_parser(sub):
     p.add_argument("--text-encoder", required=True, help="local flan-t5-xl folder")
     p.add_argument("--prompt", action="append", required=True, help="repeat for several prompts")
     p.add_argument("--negative-prompt", default=None)
-    p.add_argument("--strategy", choices=tuple(STRATEGIES), default="tts-var")
+    p.add_argument("--strategy", choices=STRATEGIES, default="tts-var",
+                   help="tts-var: the TTS-VAR paper's schedule for the model's release (2B: 13 scales at 1M; 8B: "
+                        "Appendix B's 10 scales at 0.25M); the trace's batch_schedule says when it is not the "
+                        "paper's (another pixel budget: rescaled) or what was edited")
     p.add_argument("--n", type=int, default=1, help="N: the batch schedule is multiplied by it")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="output folder for images and the trace")
     p.add_argument("--aspect-ratio", type=float, default=1.0, help="h/w, snapped to the 15 templates")
     p.add_argument("--pixel-budget", default="1M", choices=tuple(PIXEL_BUDGETS))
     p.add_argument("--schedule", type=argument(lambda text, what: parse_scales(text), "custom scales"), default=None, help="custom scales, e.g. 1x1,2x2,4x4")
-    p.add_argument("--cfg", type=argument(parse_floats, "cfg"), default=3.0, help="one value or one per scale")
-    p.add_argument("--tau", type=argument(parse_floats, "tau"), default=0.5, help="one value or one per scale")
+    p.add_argument("--cfg", type=argument(parse_floats, "cfg"), default=None,
+                   help="one value or one per scale (default: the model release's public setting, "
+                        + ", ".join(f"{family} {r['cfg']:g}" for family, r in RELEASES.items()) + ")")
+    p.add_argument("--tau", type=argument(parse_floats, "tau"), default=None,
+                   help="one value or one per scale (default: the model release's public setting, "
+                        + ", ".join(f"{family} {r['tau']:g}" for family, r in RELEASES.items()) + ")")
     p.add_argument("--top-k", type=int, default=900)
     p.add_argument("--top-p", type=float, default=0.97)
     p.add_argument("--batch-sizes", type=argument(parse_ints, "batch sizes"), default=None, help="base sizes per scale (times N)")
     p.add_argument("--cluster-scales", type=argument(parse_ints, "cluster scales"), default=None)
     p.add_argument("--resample-scales", type=argument(parse_ints, "resample scales"), default=None)
-    p.add_argument("--potential", choices=POTENTIALS, default=None)
+    p.add_argument("--potential", choices=POTENTIALS, default=None,
+                   help="what resampling weighs candidates by: value (the preset's) the current reward; diff, max "
+                        "and sum the reward history, for which every live candidate is also scored at every scale "
+                        "from the first clustering to the last resampling (the 2B paper schedule: scales 2-5, 7 "
+                        "and 8, 30N more images scored, 16N of them decoded for it alone); the trace's "
+                        "history_scoring records the scales and seconds")
     p.add_argument("--lam", type=float, default=None, help="resampling temperature lambda")
     p.add_argument("--feature-mode", choices=FEATURE_MODES, default=None)
-    p.add_argument("--selection-side", type=int, default=None,
-                   help="decode candidates at most this many pixels wide for clustering/resampling "
-                        "(default 448; 0: full size, as the reference)")
-    p.add_argument("--selection-resolution", choices=SELECTION_RESOLUTIONS, default="fixed",
-                   help="fixed: selections decode at --selection-side; scale: a selection after scale k decodes at "
-                        "scale k's token grid (one latent cell per token, at most --selection-side): much cheaper "
-                        "early selections, but a lower picked reward on ShapesWorld (docs/shapesworld_results.md)")
-    p.add_argument("--reward", default="imagereward", help="reward kind (imagereward, hps, clip, aesthetic)")
-    p.add_argument("--reward-file", default=None, help="reward weights file or folder")
+    decode = p.add_mutually_exclusive_group()
+    decode.add_argument("--selection-decode", choices=tuple(DECODE_CHOICES), default="paper",
+                        help="how clustering and resampling decode candidates for the feature and reward models. "
+                             + " ".join(f"{name}: {DECODE_EFFECTS[name]}" for name in DECODE_CHOICES))
+    decode.add_argument("--selection-side", type=int, default=None,
+                        help="instead of a named choice: every selection decodes at this many pixels")
+    p.add_argument("--reward", default="imagereward",
+                   help="reward kind (imagereward, hps, clip, aesthetic), or several joined by '+', e.g. "
+                        "imagereward+hps: each reward is softmax-normalised over a prompt's candidates, then they "
+                        "are averaged (how the paper's appendix combines ImageReward and HPS)")
+    p.add_argument("--reward-file", action="append", default=None,
+                   help="reward weights file or folder; repeat it for several rewards, in --reward's order")
+    p.add_argument("--reward-weights", type=argument(parse_floats, "reward weights"), default=None,
+                   help="with several rewards: one weight each, e.g. 2,1 (default: equal)")
     p.add_argument("--reward-extra", default=None, help="second file a reward needs (aesthetic: SigLIP folder)")
     p.add_argument("--features", default="dinov2", help="feature extractor kind (dinov2, inception)")
     p.add_argument("--features-file", default=None)
@@ -75,30 +94,45 @@ def add_generate_parser(sub):
     return p
 
 
-def batch_schedule_from_args(args, num_scales: int):
+def batch_schedule_from_args(args, num_scales: int, release: str):
     from .engine import schedule_for
     overrides = dict(cluster_scales=args.cluster_scales, resample_scales=args.resample_scales,
                      potential=args.potential, lam=args.lam, feature_mode=args.feature_mode)
     if args.batch_sizes:
         overrides["base_sizes"] = args.batch_sizes
-    batch = schedule_for(args.strategy, args.n, num_scales, **overrides)
-    from dataclasses import replace
-    batch = replace(batch, selection_resolution=args.selection_resolution)
-    if args.selection_side is not None:
-        batch = replace(batch, selection_side=args.selection_side or None)
-    return batch.validate(num_scales)
+    batch = schedule_for(args.strategy, args.n, num_scales, release, **overrides)
+    policy = DECODE_CHOICES[args.selection_decode] if args.selection_side is None else DecodePolicy(args.selection_side)
+    return batch.decoding(policy).validate(num_scales)
+
+
+def reward_parts(args) -> tuple[list[tuple[str, str]], tuple[float, ...] | None]:
+    """(kind, file) of every reward --reward names, and their weights; checked before any model loads."""
+    kinds = [kind.strip() for kind in args.reward.split("+")]
+    files = args.reward_file or []
+    if files and len(files) != len(kinds):
+        raise SystemExit(f"--reward {args.reward} names {len(kinds)} reward(s) but {len(files)} --reward-file "
+                         "were given: give one --reward-file per reward, in the same order")
+    weights = args.reward_weights
+    weights = (weights,) if isinstance(weights, float) else weights  # parse_floats gives one value as a float
+    if weights is not None and len(weights) != len(kinds):
+        raise SystemExit(f"--reward-weights: give one weight per reward of --reward {args.reward}")
+    return list(zip(kinds, files)), weights
 
 
 def load_scorers(args, batch, device):
     need_reward, need_features = batch.needs()
     reward = extractor = None
     if need_reward:
-        if not args.reward_file:
+        parts, weights = reward_parts(args)
+        if not parts:
             raise SystemExit(f"the {args.strategy} strategy scores candidates: pass --reward-file "
                              "(e.g. ImageReward.pt from models/ttsvar_rewards)")
-        from .scorers import load_reward
+        from .scorers import CombinedReward, load_reward
+        from .scorers.registry import REWARDS
         extra = {"siglip_path": args.reward_extra} if args.reward_extra else {}
-        reward = load_reward(args.reward, args.reward_file, device=device, **extra)
+        rewards = [load_reward(kind, path, device=device, **(extra if REWARDS.canonical(kind) == "aesthetic" else {}))
+                   for kind, path in parts]
+        reward = rewards[0] if len(rewards) == 1 else CombinedReward(rewards, weights)
     if need_features:
         if not args.features_file:
             raise SystemExit("clustering needs image features: pass --features-file (e.g. the DINOv2 ViT-L/14 "
@@ -116,14 +150,17 @@ def run_generate(args) -> int:
     from .model.pipeline import InfinityPipeline
     from .model.sampling import SamplingParams
 
+    reward_parts(args)  # a mismatched --reward-file count fails before any model loads
     device = torch.device(args.device)
     dtype = args.dtype or ("bf16" if device.type == "cuda" else "fp32")
     pipe = InfinityPipeline.load(args.model, args.vae, args.text_encoder, device=device, dtype=dtype,
                                  weight_storage=args.weight_storage)
     schedule = pipe.schedule(args.aspect_ratio, args.pixel_budget, args.schedule)
-    batch = batch_schedule_from_args(args, len(schedule))
+    batch = batch_schedule_from_args(args, len(schedule), release_of(pipe.model.cfg))
+    print(f"batch schedule: {batch.describe()}")
     reward, extractor = load_scorers(args, batch, device)
-    params = SamplingParams(cfg=args.cfg, tau=args.tau, top_k=args.top_k, top_p=args.top_p)
+    params = SamplingParams.for_model(pipe.model.cfg, args.cfg, args.tau, top_k=args.top_k, top_p=args.top_p)
+    print(f"sampling: cfg {params.cfg}, tau {params.tau} ({release_of(pipe.model.cfg)}'s setting where not given)")
     request = SearchRequest(pipe.encode(args.prompt, args.negative_prompt), tuple(schedule), params, batch,
                             seed=args.seed, scorers=Scorers(reward, extractor),
                             options=RunOptions(shared_generator=args.shared_generator)).check_inputs(pipe.model)
@@ -143,7 +180,8 @@ def run_generate(args) -> int:
             Image.fromarray(result.images[j].numpy()).save(out / f"prompt{p}_final{rank}{tag}.png")
     if args.trace:
         trace = dict(result.trace, prompts=args.prompt, strategy=args.strategy, n=args.n,
-                     schedule=[list(s) for s in schedule])
+                     schedule=[list(s) for s in schedule], sampling=asdict(params),
+                     reward=None if reward is None else repr(reward))
         Path(args.trace).write_text(json.dumps(trace, indent=1, default=_json_default))
     print(f"wrote {len(result.picks)} chosen and {result.images.shape[0]} final images to {out}")
     return 0

@@ -1,8 +1,10 @@
+import argparse
 from dataclasses import dataclass
 
 import pytest
 import torch
 
+from ttsvar_core.cli import add_generate_parser
 from ttsvar_core.model.checkpoints import build_random
 from ttsvar_core.model.config import PRESETS
 
@@ -51,3 +53,11 @@ def extractor():
 @pytest.fixture
 def reward():
     return BrightnessReward()
+
+
+def generate_args(*extra):
+    """`generate`'s parsed command line with placeholder files and `extra` flags (nothing is loaded)."""
+    parser = argparse.ArgumentParser()
+    add_generate_parser(parser.add_subparsers())
+    return parser.parse_args(["generate", "--model", "m", "--vae", "v", "--text-encoder", "t", "--prompt", "p",
+                              "--out", "o", *extra])

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from ttsvar_core.model.config import PRESETS
-from ttsvar_core.engine import Prompts, Scorers, SearchRequest, run_search, schedule_for
+from ttsvar_core.engine import DECODE_CHOICES, Prompts, Scorers, SearchRequest, run_search, schedule_for
 from ttsvar_core.model.sampling import SamplingParams
 
 from .conftest import SCHEDULE
@@ -48,12 +48,25 @@ def test_token_passes_follow_the_schedule(bench, tiny, prompts, extractor, rewar
     assert counted == sum(2 * 2 * n * h * w for n, (h, w) in zip(sizes, SCHEDULE))
 
 
+def test_history_scoring_is_counted_apart_from_steps_and_selections(bench, tiny, prompts, extractor, reward):
+    model, vae = tiny
+    feats, lens = prompts
+    run = bench.measure("tts-var", 1, model=model, vae=vae, prompts=Prompts(("a", "b"), feats, tuple(lens)),
+                        schedule=SCHEDULE, params=SamplingParams(), reward=reward, extractor=extractor,
+                        device=torch.device("cpu"), guided=True, offload=False, potential="diff")
+    # the 5-scale schedule clusters after 1 and 2 and resamples after 3 and 4: scored after 1 and 2,
+    # two prompts of 8 and then 6 live candidates
+    assert run["history_scored_scales"] == [1, 2] and run["history_scored_images"] == 2 * (8 + 6)
+    assert run["history_scoring_s"] > 0 and len(run["step_s"]) == len(SCHEDULE)
+
+
 def test_decode_floor_is_one_decoded_latent_cell_per_token(bench):
     cfg = PRESETS["infinity_2b"]
     n = 13
-    fixed = bench.selection_floors(cfg, "1M", schedule_for("tts-var", 1, n, selection_resolution="fixed"))
-    scale = bench.selection_floors(cfg, "1M", schedule_for("tts-var", 1, n, selection_resolution="scale"))
+    paper, fixed, scale = (bench.selection_floors(cfg, "1M", schedule_for("tts-var", 1, n).decoding(DECODE_CHOICES[d]))
+                           for d in ("paper", "448px", "scale-grid"))
     assert [f["after_scale"] for f in fixed] == [2, 5, 6, 9]
+    assert [f["side"] for f in paper] == [1024] * 4  # the paper decodes full size
     assert [f["side"] for f in fixed] == [448] * 4
     assert [f["side"] for f in scale] == [64, 192, 256, 448]  # the token grid x 16 px, capped at 448
     for a, b in zip(fixed, scale):

@@ -1,10 +1,12 @@
 """Clustering and resampling on constructed inputs where the right answer is known."""
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 
-from ttsvar_core.engine import (BatchSchedule, cluster_select, combine_rewards, pca_maps, potential, preset,
-                                resample, resampling_weights)
+from ttsvar_core.engine import (BatchSchedule, cluster_select, pca_maps, potential, preset, resample,
+                                resampling_weights)
 from ttsvar_core.engine.selection import feature_vectors
 
 
@@ -84,6 +86,26 @@ def test_potentials_over_a_history():
     assert potential(history, 1, "diff").tolist()[:2] == [1.0, 2.0]  # nothing earlier: value
 
 
+def test_potentials_over_every_scale_as_the_paper_defines_them():
+    """A history scored at every scale from the first clustering (scale 2) to a resampling at scale 6."""
+    nan = float("nan")
+    history = torch.tensor([[nan, nan, 0.1, 0.4, 0.2, 0.3, 0.5],
+                            [nan, nan, 0.6, 0.2, 0.1, 0.9, 0.4]])
+    assert potential(history, 6, "value").tolist() == pytest.approx([0.5, 0.4])
+    assert potential(history, 6, "diff").tolist() == pytest.approx([0.5 - 0.3, 0.4 - 0.9])   # r_6 - r_5
+    assert potential(history, 6, "max").tolist() == pytest.approx([0.5, 0.9])
+    assert potential(history, 6, "sum").tolist() == pytest.approx([0.1 + 0.4 + 0.2 + 0.3 + 0.5,
+                                                                   0.6 + 0.2 + 0.1 + 0.9 + 0.4])
+
+
+def test_history_scales_from_the_first_selection_to_the_last_resampling():
+    paper = preset("tts-var-2b")
+    assert paper.history_scales() == ()                               # value reads the current reward only
+    assert replace(paper, potential="diff").history_scales() == (2, 3, 4, 5, 7, 8)  # 6 and 9 score anyway
+    assert replace(preset("tts-var-8b"), potential="max").history_scales() == (2, 3, 4, 5, 7)
+    assert replace(preset("bon"), potential="sum").history_scales() == ()  # nothing to resample
+
+
 def test_dominant_reward_wins_every_draw():
     weights, note = resampling_weights(torch.tensor([0.1, 5.0, 0.2, 0.0]), lam=10.0)
     assert note == "" and weights[1] > 0.999
@@ -105,12 +127,6 @@ def test_non_finite_reward_policy():
     assert w.tolist() == [0.5, 0.5] and "uniform" in note
     w, _ = resampling_weights(torch.tensor([-float("inf"), 0.0]), lam=1.0)
     assert w.tolist() == [0.0, 1.0]
-
-
-def test_combined_rewards_are_softmax_normalised():
-    combined = combine_rewards({"hps": torch.tensor([0.30, 0.31, 0.20]), "ir": torch.tensor([1.0, -2.0, 0.5])})
-    expected = (torch.softmax(torch.tensor([0.30, 0.31, 0.20]), 0) + torch.softmax(torch.tensor([1.0, -2.0, 0.5]), 0)) / 2
-    assert torch.allclose(combined, expected)
 
 
 def test_schedule_presets_and_validation():

@@ -2,9 +2,10 @@
 import pytest
 import torch
 
-from ttsvar_core.engine import (BatchSchedule, Prompts, ScaleDone, Scorers, SearchDone, SearchRequest,
-                                 SelectionDone, run_search, schedule_for)
+from ttsvar_core.engine import (BatchSchedule, HistoryScored, Prompts, ScaleDone, Scorers, SearchDone,
+                                 SearchRequest, SelectionDone, run_search, schedule_for)
 from ttsvar_core.model.sampling import SamplingParams
+from ttsvar_core.scorers import CombinedReward, combine_rewards
 
 SCHEDULE = ((1, 1), (2, 2), (3, 3), (4, 4), (5, 5))
 
@@ -45,6 +46,19 @@ def test_tts_var_and_best_of_n_start_from_the_same_candidates(tiny, prompts, rew
     assert bon.state.origin.tolist() == list(range(8))
     for j, origin in enumerate(tts.state.origin.tolist()):
         assert torch.equal(tts.state.bits[0][j], bon.state.bits[0][origin])
+
+
+def test_a_combined_reward_is_normalised_over_each_prompts_candidates(tiny, prompts, reward):
+    class Darkness:
+        def score(self, images, prompt):
+            return 1 - images.float().mean(dim=(1, 2, 3)) / 255
+
+    result = run(tiny, prompts, schedule_for("bon", 3, len(SCHEDULE)), CombinedReward([reward, Darkness()], (3, 1)))
+    for p, pick in enumerate(result.picks):
+        group = (result.prompt_of == p).nonzero().squeeze(1)
+        images = result.images[group]
+        expected = combine_rewards([reward.score(images, ""), Darkness().score(images, "")], (3, 1))
+        assert torch.allclose(result.scores[group], expected) and pick == group[expected.argmax()]
 
 
 def test_importance_sampling_and_raw(tiny, prompts, reward):
@@ -91,6 +105,47 @@ def test_selections_decode_at_the_configured_resolution(tiny, prompts, reward, e
     selections = per_event["cluster"] + per_event["resample"]
     assert selections == [{size} for size in expected]
     assert per_event["final"] == [{(5, 5)}] and result.images.shape == (2, 80, 80, 3)  # the output: full size
+
+
+@pytest.mark.parametrize("kind", ["value", "diff", "max", "sum"])
+def test_history_potentials_score_every_scale_from_the_first_clustering(tiny, prompts, reward, extractor, kind):
+    model, vae = tiny
+    scale_of_decode, now, seen = [], [None], []  # the scale after which each image is decoded
+
+    def on_event(event):
+        seen.append(event)
+        now[0] = event.scale if isinstance(event, ScaleDone) else "after"
+
+    hook = vae.decoder.register_forward_pre_hook(lambda module, args: scale_of_decode.extend([now[0]] * len(args[0])))
+    try:
+        batch = BatchSchedule(base_sizes=(4, 3, 3, 2, 1), cluster_scales=(1,), resample_scales=(3, 4), potential=kind)
+        result = run(tiny, prompts, batch, reward, extractor, on_event=on_event)
+    finally:
+        hook.remove()
+    resamples = [e for e in seen if isinstance(e, SelectionDone) and e.record.event == "resample"]
+    if kind == "value":  # scores only where it resamples and at the end
+        assert "history_scoring" not in result.trace and not any(isinstance(e, HistoryScored) for e in seen)
+        assert torch.isnan(resamples[0].before.scores).all()
+        return
+    # scored after scales 1 and 2 (3 and 4 resample and score anyway), recorded in the trace with its cost
+    scored = [e for e in seen if isinstance(e, HistoryScored)]
+    assert [e.scale for e in scored] == [1, 2] == result.trace["history_scoring"]["scales"]
+    assert result.trace["history_scoring"]["images"] == 8 + 6  # both prompts' live candidates
+    assert result.trace["history_scoring"]["seconds"] == pytest.approx(sum(e.seconds for e in scored))
+    assert all("history_scoring_s" in result.trace["scales"][si] for si in (1, 2))
+    # the clustering after scale 1 reuses the scoring's decode: each candidate is decoded once per scale
+    assert scale_of_decode.count(1) == 8 and scale_of_decode.count(2) == 6
+    for event in resamples:
+        si = event.record.scale
+        for group in event.record.groups:
+            past = event.before.scores[group.candidates, 1:si]
+            assert not torch.isnan(past).any()  # every scale since the first clustering
+            r = torch.tensor(group.scores)
+            expected = {"diff": r - past[:, -1], "max": torch.maximum(r, past.max(dim=1).values),
+                        "sum": r + past.sum(dim=1)}[kind]
+            assert torch.allclose(torch.tensor(group.potentials), expected)
+    # the rewards of the final candidates: every scale from the first clustering on
+    assert not torch.isnan(result.state.scores[:, 1:]).any()
 
 
 def test_unknown_selection_resolution_is_rejected():

@@ -1,15 +1,17 @@
 """The TTS-VAR search engine: requests, candidate state, batch schedules, selection, strategies and events."""
-from .events import Event, EventHandler, GroupRecord, ScaleDone, SearchDone, SelectionDone, SelectionRecord
+from .events import (Event, EventHandler, GroupRecord, HistoryScored, ScaleDone, SearchDone, SelectionDone,
+                     SelectionRecord)
 from .request import MAX_SEED, Prompts, RunOptions, Scorers, SearchRequest
-from .schedule import PRESET_NAMES, BatchSchedule, DecodePolicy, preset
-from .selection import (cluster_select, cluster_step, combine_rewards, final_pick, pca_maps, potential, resample,
-                        resample_step, resampling_weights, score_step)
+from .schedule import DECODE_CHOICES, PRESET_NAMES, BatchSchedule, DecodePolicy, preset
+from .selection import (cluster_select, cluster_step, final_pick, pca_maps, potential, resample, resample_step,
+                        resampling_weights, score_step)
 from .state import SearchState
 from .strategies import STRATEGIES, SearchResult, run_search, schedule_for
 from .streams import Stream, derive_seed
 
-__all__ = ["BatchSchedule", "DecodePolicy", "PRESET_NAMES", "preset", "SearchState", "Stream", "derive_seed",
-           "cluster_select", "cluster_step", "combine_rewards", "final_pick", "pca_maps", "potential", "resample",
-           "resample_step", "resampling_weights", "score_step", "STRATEGIES", "SearchResult", "run_search",
-           "schedule_for", "Prompts", "RunOptions", "Scorers", "SearchRequest", "MAX_SEED", "Event",
-           "EventHandler", "GroupRecord", "ScaleDone", "SearchDone", "SelectionDone", "SelectionRecord"]
+__all__ = ["BatchSchedule", "DecodePolicy", "DECODE_CHOICES", "PRESET_NAMES", "preset", "SearchState", "Stream",
+           "derive_seed", "cluster_select", "cluster_step", "final_pick", "pca_maps", "potential",
+           "resample", "resample_step", "resampling_weights", "score_step", "STRATEGIES", "SearchResult",
+           "run_search", "schedule_for", "Prompts", "RunOptions", "Scorers", "SearchRequest", "MAX_SEED", "Event",
+           "EventHandler", "GroupRecord", "HistoryScored", "ScaleDone", "SearchDone", "SelectionDone",
+           "SelectionRecord"]

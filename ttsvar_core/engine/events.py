@@ -1,7 +1,8 @@
 """What a search reports while it runs: typed records of its selections and one event type per moment.
 
 A search calls one handler, `on_event(event)`, with a `ScaleDone` after every generated scale, a
-`SelectionDone` after every clustering or resampling and a `SearchDone` at the end. Progress bars, previews
+`HistoryScored` after a scale scored only for a history potential (diff, max, sum), a `SelectionDone`
+after every clustering or resampling and a `SearchDone` at the end. Progress bars, previews
 and interrupts (raise from the handler to stop the run) all hang on that one signature.
 """
 from __future__ import annotations
@@ -87,6 +88,13 @@ class ScaleDone:
 
 
 @dataclass(frozen=True)
+class HistoryScored:
+    scale: int                     # the scale whose live candidates were scored for the reward history
+    state: SearchState             # with those scores recorded
+    seconds: float                 # the extra cost: the decode (a clustering after this scale reuses it) and reward
+
+
+@dataclass(frozen=True)
 class SelectionDone:
     record: SelectionRecord
     before: SearchState            # the candidates the selection chose from (its decode is memoised there)
@@ -100,5 +108,5 @@ class SearchDone:
     state: SearchState
 
 
-Event = Union[ScaleDone, SelectionDone, SearchDone]
+Event = Union[ScaleDone, HistoryScored, SelectionDone, SearchDone]
 EventHandler = Callable[[Event], None]

@@ -12,8 +12,7 @@ POTENTIALS = ("value", "diff", "max", "sum")
 FEATURE_MODES = ("pca", "pool", "global")
 SELECTION_RESOLUTIONS = ("fixed", "scale")
 
-PAPER_BASE_SIZES = (8, 8, 6, 6, 6, 4, 2, 2, 2, 1, 1, 1, 1)
-DEFAULT_SELECTION_SIDE = 448
+FAST_SELECTION_SIDE = 448  # the faster named decodes: reward and feature models look at 224 px
 
 
 @dataclass(frozen=True)
@@ -21,14 +20,12 @@ class DecodePolicy:
     """The size at which selections decode candidates for the reward and feature models: the one rule the
     all-in-one search and the node-by-node selections follow (so a selection reuses a preview's decode).
 
-    "fixed": every selection decodes at `side` px (None: full size, as the reference). Reward and feature
-    models look at 224 px, so 448 keeps detail for them at a fifth of a 1024 px decode. "scale": a selection
-    after scale k decodes the sums at scale k's own token grid (one latent cell per token, at most `side`):
-    the sums hold no finer detail than that grid yet, and early selections then cost a small fraction of a
-    full decode. It selects worse on ShapesWorld (picked reward 0.03 lower, docs/shapesworld_results.md),
-    hence not the default."""
+    "fixed": every selection decodes at `side` px (None: full size, as the paper's code). "scale": a
+    selection after scale k decodes the sums at scale k's own token grid (one latent cell per token, at most
+    `side`): the sums hold no finer detail than that grid yet. The named choices and what each was measured
+    to cost are in DECODE_CHOICES."""
 
-    side: int | None = DEFAULT_SELECTION_SIDE
+    side: int | None = None
     resolution: str = "fixed"
 
     def side_at(self, si: int, image_schedule, pixels_per_token: int) -> int | None:
@@ -45,21 +42,84 @@ class DecodePolicy:
         side = min(side or full_side, full_side)
         return max(1, int(final_images * (full_side / side) ** 2))
 
+    @property
+    def label(self) -> str:
+        """The choice's name, or its size in words for a custom side."""
+        named = next((name for name, policy in DECODE_CHOICES.items() if policy == self), None)
+        if named is not None:
+            return named
+        if self.resolution == "scale":
+            return "each scale's token grid" + ("" if self.side is None else f" (at most {self.side} px)")
+        return "full size" if self.side is None else f"{self.side} px"
+
+
+# The named ways selections decode (CLI --selection-decode, the Batch Schedule node's selection_decode) and
+# what each was measured to cost, quoted where the user chooses. "paper" is the default and the decode of
+# every paper preset: nothing measured shows a smaller decode selecting as well, and the one measurement of
+# decode size against selection quality (ShapesWorld: token-grid decodes against fixed 32 px ones) found the
+# smaller decodes selecting worse. The faster choices are opt-in.
+DECODE_CHOICES = {
+    "paper": DecodePolicy(None, "fixed"),
+    "448px": DecodePolicy(FAST_SELECTION_SIDE, "fixed"),
+    "scale-grid": DecodePolicy(FAST_SELECTION_SIDE, "scale"),
+}
+DECODE_EFFECTS = {
+    "paper": "every selection decodes at full size, as the paper's code: the slowest. For Infinity-2B at 1024 px "
+             "the 20N selection decodes cost 197 TFLOP per N, 1.5x TTS-VAR's 129 TFLOP of transformer work "
+             "(benchmarks/bench.py's FLOP floors); on the CPU benchmark TTS-VAR took 6.66 s at N = 2, 2.14x its "
+             "token-pass prediction, 60% of it in selections (benchmarks/README.md).",
+    "448px": "every selection decodes at 448 px (the scorers look at 224 px): 37.7 TFLOP of decodes per N for "
+             "Infinity-2B at 1024 px, a fifth of full size; on an H200 selections took 20-29% of TTS-VAR's "
+             "time (benchmarks/README.md). Its effect on which candidates win is not measured.",
+    "scale-grid": "each selection decodes at its scale's token grid (one latent cell per token, at most 448 px): "
+                  "8.6 TFLOP of decodes per N for Infinity-2B at 1024 px; on the CPU benchmark 2.99 s instead of "
+                  "6.66 s at N = 2 (0.96x the token-pass prediction). It selects worse: on ShapesWorld the picked "
+                  "reward drops by 0.034 +- 0.010 (N = 2) and 0.032 +- 0.008 (N = 4) against fixed-side decodes "
+                  "and accuracy from 0.220 to 0.176 and from 0.208 to 0.124, for 16% less time "
+                  "(docs/shapesworld_results.md).",
+}
+
+
+@dataclass(frozen=True)
+class PaperSchedule:
+    """A batch schedule the TTS-VAR paper ran (base sizes, times N), and on what."""
+
+    setting: str
+    base_sizes: tuple[int, ...]
+    cluster_scales: tuple[int, ...]
+    resample_scales: tuple[int, ...]
+
+    @property
+    def num_scales(self) -> int:
+        return len(self.base_sizes)
+
+
+# The paper's main setting (its run.bash), and Appendix B's for the 8B at 512 px: the same selections on
+# the same token grids (the 0.25M schedule is a prefix of the 1M one), the last resampling one scale
+# earlier because 10 scales end at scale 9.
+PAPER_2B = PaperSchedule("Infinity-2B at 1024 px (13 scales)", (8, 8, 6, 6, 6, 4, 2, 2, 2, 1, 1, 1, 1), (2, 5), (6, 9))
+PAPER_8B = PaperSchedule("Infinity-8B at 512 px (10 scales)", (8, 8, 6, 6, 6, 4, 2, 2, 1, 1), (2, 5), (6, 8))
+# the presets named after the paper -> (the release they are for, its paper schedule)
+PAPER_PRESETS = {"tts-var-2b": ("Infinity-2B", PAPER_2B), "tts-var-8b": ("Infinity-8B", PAPER_8B)}
+BASELINE_NOTES = {"bon": "Best-of-N", "is": "importance sampling", "raw": "plain sampling"}
+PRESET_NAMES = tuple(PAPER_PRESETS) + tuple(BASELINE_NOTES)
+
 
 @dataclass(frozen=True)
 class BatchSchedule:
-    base_sizes: tuple[int, ...] = PAPER_BASE_SIZES
+    base_sizes: tuple[int, ...] = PAPER_2B.base_sizes
     multiplier: int = 1                      # N: every size is multiplied by it
-    cluster_scales: tuple[int, ...] = (2, 5)
-    resample_scales: tuple[int, ...] = (6, 9)
+    cluster_scales: tuple[int, ...] = PAPER_2B.cluster_scales
+    resample_scales: tuple[int, ...] = PAPER_2B.resample_scales
     potential: str = "value"
     lam: float = 10.0                        # temperature lambda of the resampling weights exp(lambda * potential)
     feature_mode: str = "pca"
     final: str = "best"                      # "best": argmax of the final reward; "sample": importance sampling
     score_final: bool = True
-    # selection decodes: see DecodePolicy
-    selection_side: int | None = DEFAULT_SELECTION_SIDE
+    # selection decodes: see DecodePolicy (the default is the paper's full size)
+    selection_side: int | None = None
     selection_resolution: str = "fixed"
+    origin: str | None = None                # the preset it was built from (describe() names the changes)
 
     @property
     def sizes(self) -> tuple[int, ...]:
@@ -73,12 +133,42 @@ class BatchSchedule:
     def decode_policy(self) -> DecodePolicy:
         return DecodePolicy(self.selection_side, self.selection_resolution)
 
+    def decoding(self, policy: DecodePolicy) -> "BatchSchedule":
+        """This schedule with its selections decoding by `policy` (e.g. DECODE_CHOICES["448px"])."""
+        return replace(self, selection_side=policy.side, selection_resolution=policy.resolution)
+
     def needs(self) -> tuple[bool, bool]:
         """(needs a reward model, needs a feature extractor)"""
         sizes = self.sizes
         clusters = any(s > 0 and sizes[s] < sizes[s - 1] for s in self.cluster_scales)
         reward = bool(self.resample_scales) or (self.score_final and self.final != "none")
         return reward, clusters
+
+    def history_scales(self) -> tuple[int, ...]:
+        """Scales at which the search scores every live candidate only to build the reward history that the
+        diff, max and sum potentials read (the paper defines them over the generation history: diff = r_k -
+        r_(k-1), max and sum over every scale so far). From the first selection up to the last resampling,
+        less the resampling scales, which score anyway; after the last resampling no potential is read. None
+        for value, the default, which reads the current reward only."""
+        if self.potential == "value" or not self.resample_scales:
+            return ()
+        first = min(self.cluster_scales + self.resample_scales)
+        return tuple(si for si in range(first, max(self.resample_scales)) if si not in self.resample_scales)
+
+    def describe(self) -> str:
+        """What this schedule is, in words: the preset it was built from (for a paper preset, the paper's
+        setting it reproduces, or that it is not the paper's) and every value changed from that preset."""
+        if self.origin is None:
+            return f"custom batch schedule [N = {self.multiplier}]"
+        note = f"{preset_note(self.origin, self.num_scales)} [N = {self.multiplier}]"
+        base = preset(self.origin, self.multiplier, self.num_scales)
+        changed = [f"{name.replace('_', ' ')} {getattr(self, name)}"
+                   for name in ("base_sizes", "cluster_scales", "resample_scales", "potential", "lam",
+                                "feature_mode", "final", "score_final") if getattr(self, name) != getattr(base, name)]
+        if self.decode_policy != base.decode_policy:
+            changed.append(f"selection decode {self.decode_policy.label!r} instead of the preset's "
+                           f"{base.decode_policy.label!r}")
+        return f"edited from {note}: {'; '.join(changed)}" if changed else note
 
     def event(self, si: int) -> str | None:
         if si in self.cluster_scales:
@@ -128,7 +218,10 @@ class BatchSchedule:
 
     def rescaled(self, num_scales: int) -> "BatchSchedule":
         """The same schedule for another number of scales: each selection scale moves proportionally and
-        keeps the size it produced; selections that would land on one scale are spread to the next ones."""
+        keeps the size it produced; selections that would land on one scale are spread to the next ones.
+        Not how the paper moved its schedule: rescaled(10) of the 2B schedule clusters after 2 and 4 and
+        resamples after 5 and 7, where the paper's 10-scale (8B) schedule keeps 2, 5 and 6 and resamples last
+        after 8; so paper presets use the paper's schedules wherever it has one (preset)."""
         events, last = {}, -1
         for si in sorted(self.cluster_scales + self.resample_scales):
             j = max(round(si * (num_scales - 1) / max(self.num_scales - 1, 1)), last + 1)
@@ -144,27 +237,53 @@ class BatchSchedule:
         return replace(self, base_sizes=tuple(base), cluster_scales=clusters, resample_scales=resamples)
 
 
+def preset_note(name: str, num_scales: int | None = None) -> str:
+    """What a preset is at `num_scales` scales, in words: for a paper preset, the paper's setting it
+    reproduces, or that the paper gives no schedule for that many scales and what is used instead."""
+    if name in BASELINE_NOTES:
+        return BASELINE_NOTES[name]
+    if name not in PAPER_PRESETS:
+        raise ValueError(f"unknown schedule preset {name!r}; choose one of {PRESET_NAMES}")
+    release, own = PAPER_PRESETS[name]
+    scales = num_scales or own.num_scales
+    if scales == own.num_scales:
+        return f"TTS-VAR paper: {own.setting}"
+    source = paper_source(name, scales)
+    if source.num_scales == scales:
+        return (f"the TTS-VAR paper's {source.setting} schedule: the paper gives no {release} schedule for "
+                f"{scales} scales")
+    return (f"the TTS-VAR paper's {source.setting} schedule rescaled to {scales} scales: not in the paper, "
+            "which gives schedules for 13 and 10 scales only")
+
+
+def paper_source(name: str, num_scales: int | None = None) -> PaperSchedule:
+    """The paper schedule a paper preset uses at `num_scales` scales: its release's own; else the paper's
+    schedule for that many scales (the other release's); else the main one (2B), to be rescaled."""
+    _, own = PAPER_PRESETS[name]
+    if num_scales is None or num_scales == own.num_scales:
+        return own
+    return next((s for _, s in PAPER_PRESETS.values() if s.num_scales == num_scales), PAPER_2B)
+
+
 def preset(name: str, n: int = 1, num_scales: int | None = None) -> BatchSchedule:
-    """Named schedules: the paper's TTS-VAR settings and the baselines, with N as multiplier."""
+    """Named schedules: the paper's TTS-VAR settings and the baselines, with N as multiplier. A paper preset
+    is exactly the paper's schedule where the paper has one for `num_scales` scales; otherwise it is the 2B
+    schedule rescaled, and `describe()` (preset_note) says so."""
     scales = num_scales or 13
-    if name == "tts-var-2b":
-        sched = BatchSchedule(multiplier=n)
-    elif name == "tts-var-8b":
-        # the 8B release at 512 px (0.25M) has 10 scales: the 2B shape, rescaled
-        sched = BatchSchedule(multiplier=n).rescaled(10)
-    elif name in ("bon", "best-of-n"):
+    if name in PAPER_PRESETS:
+        source = paper_source(name, num_scales)
+        sched = BatchSchedule(base_sizes=source.base_sizes, multiplier=n, cluster_scales=source.cluster_scales,
+                              resample_scales=source.resample_scales)
+    elif name == "bon":
         sched = BatchSchedule(base_sizes=(1,) * scales, multiplier=n, cluster_scales=(), resample_scales=())
-    elif name in ("is", "importance-sampling"):
+    elif name == "is":
         sched = BatchSchedule(base_sizes=(1,) * scales, multiplier=n, cluster_scales=(), resample_scales=(),
                               final="sample")
-    elif name in ("raw", "plain"):
+    elif name == "raw":
         sched = BatchSchedule(base_sizes=(1,) * scales, multiplier=n, cluster_scales=(), resample_scales=(),
                               final="none", score_final=False)
     else:
-        raise ValueError(f"unknown schedule preset {name!r}; choose tts-var-2b, tts-var-8b, bon, is or raw")
+        raise ValueError(f"unknown schedule preset {name!r}; choose one of {PRESET_NAMES}")
     if num_scales is not None and sched.num_scales != num_scales:
         sched = sched.rescaled(num_scales)
-    return sched.validate()
-
-
-PRESET_NAMES = ("tts-var-2b", "tts-var-8b", "bon", "is", "raw")
+    return replace(sched, origin=name).validate()

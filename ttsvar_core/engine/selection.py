@@ -74,9 +74,11 @@ def cluster_select(vectors: np.ndarray, k: int, random_state: int = 0) -> list[i
 
 # ---- potentials and resampling ---------------------------------------------------------------------------
 def potential(history: torch.Tensor, si: int, kind: str) -> torch.Tensor:
-    """Potential of every candidate at scale si from its reward history [N, S] (NaN = not scored).
-    value: r; diff: r - previous reward; max: max of all rewards so far; sum: sum of all rewards so far.
-    Without an earlier reward, every kind reduces to value."""
+    """Potential of every candidate at scale si from its reward history [N, S] (NaN = not scored), as the
+    paper defines them: value: r_k; diff: r_k - r_(k-1); max: max of all rewards so far; sum: sum of all
+    rewards so far. run_search scores every scale from the first selection on when diff, max or sum is
+    chosen (BatchSchedule.history_scales), so "previous" is the scale before; with gaps in a history (node-by-
+    node runs) it is the last scored one. Without an earlier reward, every kind reduces to value."""
     if kind not in POTENTIALS:
         raise ValueError(f"unknown potential {kind!r}; choose one of {POTENTIALS}")
     current = history[:, si]
@@ -118,14 +120,6 @@ def resampling_weights(potentials: torch.Tensor, lam: float) -> tuple[torch.Tens
 def resample(weights: torch.Tensor, k: int, generator: torch.Generator | None) -> list[int]:
     """k draws with replacement (a strong candidate may be cloned)."""
     return torch.multinomial(weights, k, replacement=True, generator=generator).tolist()
-
-
-def combine_rewards(scores: dict[str, torch.Tensor], weights: dict[str, float] | None = None) -> torch.Tensor:
-    """Several rewards on one scale: each softmax-normalised over the candidates, then a weighted mean
-    (the paper's appendix combines HPS and ImageReward this way)."""
-    weights = weights or {name: 1.0 for name in scores}
-    total = sum(weights.values())
-    return sum(weights[n] * torch.softmax(s.float(), dim=0) for n, s in scores.items()) / total
 
 
 # ---- steps on a state --------------------------------------------------------------------------------------

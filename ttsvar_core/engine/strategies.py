@@ -1,6 +1,7 @@
 """Strategies as compositions of step / cluster / resample / final pick (the loop owns the schedule)."""
 from __future__ import annotations
 
+import time
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 
@@ -8,13 +9,13 @@ import torch
 
 from ..model.config import pixels_per_token
 from ..model.offload import on_device
-from .events import EventHandler, ScaleDone, SearchDone, SelectionDone
+from .events import EventHandler, HistoryScored, ScaleDone, SearchDone, SelectionDone
 from .request import SearchRequest
-from .schedule import BatchSchedule, preset
-from .selection import cluster_step, final_pick, resample_step
+from .schedule import PAPER_PRESETS, BatchSchedule, preset
+from .selection import cluster_step, final_pick, resample_step, score_step
 from .state import SearchState
 
-STRATEGIES = {"raw": "raw", "bon": "bon", "is": "is", "tts-var": "tts-var-2b"}
+STRATEGIES = ("raw", "bon", "is", "tts-var")
 
 
 @dataclass
@@ -31,10 +32,17 @@ class SearchResult:
         return self.images[self.picks]
 
 
-def schedule_for(strategy: str, n: int, num_scales: int, **overrides) -> BatchSchedule:
+def schedule_for(strategy: str, n: int, num_scales: int, release: str = "Infinity-2B", **overrides) -> BatchSchedule:
+    """The strategy's preset for `num_scales` scales; "tts-var" is the paper preset of the model's release
+    (model.config.release_of). Overrides that are None keep the preset's value."""
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; choose one of {list(STRATEGIES)}")
-    sched = preset(STRATEGIES[strategy], n=n, num_scales=num_scales)
+    if strategy == "tts-var":
+        by_release = {of: name for name, (of, _) in PAPER_PRESETS.items()}
+        if release not in by_release:
+            raise ValueError(f"no TTS-VAR preset for the release {release!r}; choose one of {list(by_release)}")
+        strategy = by_release[release]
+    sched = preset(strategy, n=n, num_scales=num_scales)
     if overrides:
         sched = replace(sched, **{k: v for k, v in overrides.items() if v is not None})
     return sched.validate(num_scales)
@@ -70,7 +78,12 @@ def run_search(model, vae, request: SearchRequest, on_event: EventHandler | None
     final_images = min(batch.sizes[-1] * len(prompts), options.decode_chunk)
     policy = batch.decode_policy
 
-    trace = {"seed": request.seed, "sizes": list(batch.sizes), "scales": [], "events": []}
+    history = batch.history_scales()
+    trace = {"seed": request.seed, "batch_schedule": batch.describe(), "sizes": list(batch.sizes), "scales": [],
+             "events": []}
+    if history:  # the extra cost of a history potential, for users and the benchmark
+        trace["history_scoring"] = {"potential": batch.potential, "scales": list(history), "images": 0,
+                                    "seconds": 0.0}
     for si in range(len(image_schedule)):
         state = state.step()
         trace["scales"].append({"scale": si, "live": state.num_candidates})
@@ -78,6 +91,16 @@ def run_search(model, vae, request: SearchRequest, on_event: EventHandler | None
         event, per_prompt = batch.event(si), batch.sizes[si]
         side = policy.side_at(si, image_schedule, per_token)
         decode = {"decode_side": side, "decode_chunk": policy.chunk(side, full_side, final_images)}
+        if si in history:
+            # at a selection's side, so that a clustering after this scale reuses the decode
+            start = time.perf_counter()
+            with idle(vae, reward):
+                state = score_step(state, vae, reward, prompts, **decode)
+            seconds = time.perf_counter() - start
+            trace["scales"][-1]["history_scoring_s"] = seconds
+            trace["history_scoring"]["images"] += state.num_candidates
+            trace["history_scoring"]["seconds"] += seconds
+            emit(HistoryScored(si, state, seconds))
         before = state
         if event == "cluster" and per_prompt < state.num_candidates // state.num_prompts:
             with idle(vae, extractor):

@@ -94,13 +94,23 @@ PRESETS: dict[str, InfinityConfig] = {
                            codebook_dim=16, vae=VAE_PRESETS["tiny_vae"]),
 }
 
-# The released models: family name, the words that identify their transformer and VAE files, and which VAE
-# file belongs to which transformer (loaders check the weights; the node checks file names before loading).
+# The released models: family name, the words that identify their transformer and VAE files, which VAE
+# file belongs to which transformer (loaders check the weights; the node checks file names before loading),
+# and the public sampling setting of each (INFINITY_SPEC A.14): cfg 3 for both; tau 0.5 in the 2B's
+# scripts and notebook (and TTS-VAR's run.bash), 1.0 in the 8B's notebooks.
 RELEASES = {
-    "Infinity-2B": {"model_words": ("2b",), "vae_words": ("d32reg", "d32"), "vae_file": "infinity_vae_d32reg.pth"},
-    "Infinity-8B": {"model_words": ("8b",), "vae_words": ("d56",), "vae_file": "infinity_vae_d56_f8_14_patchify.pth"},
+    "Infinity-2B": {"model_words": ("2b",), "vae_words": ("d32reg", "d32"), "vae_file": "infinity_vae_d32reg.pth",
+                    "cfg": 3.0, "tau": 0.5},
+    "Infinity-8B": {"model_words": ("8b",), "vae_words": ("d56",), "vae_file": "infinity_vae_d56_f8_14_patchify.pth",
+                    "cfg": 3.0, "tau": 1.0},
 }
 PAIRING_HINT = "Infinity-2B pairs with {}, Infinity-8B with {}".format(*(r["vae_file"] for r in RELEASES.values()))
+
+
+def release_of(cfg: InfinityConfig) -> str:
+    """The release a configuration belongs to for its defaults: the 8B is the one whose tokens cover 2x2
+    latent cells (apply_spatial_patchify); every other configuration (2B, tiny and test models) is 2B-like."""
+    return "Infinity-8B" if cfg.apply_spatial_patchify else "Infinity-2B"
 
 # manifest checkpoint name -> preset
 MANIFEST_PRESETS = {

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from .config import RELEASES, InfinityConfig, release_of
 from .infinity import Infinity, ScaleContext, TextCondition
 from .kv_cache import KVCache
 from .schedules import rope_cos_sin, validate_schedule
@@ -19,12 +20,20 @@ from .schedules import rope_cos_sin, validate_schedule
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """Per-scale guidance and temperature plus the bit sampler's filters."""
+    """Per-scale guidance and temperature plus the bit sampler's filters. The field defaults are the 2B's
+    setting; `for_model` gives the setting of the model's own release."""
 
-    cfg: tuple[float, ...] | float = 3.0
-    tau: tuple[float, ...] | float = 0.5
+    cfg: tuple[float, ...] | float = RELEASES["Infinity-2B"]["cfg"]
+    tau: tuple[float, ...] | float = RELEASES["Infinity-2B"]["tau"]
     top_k: int = 900
     top_p: float = 0.97
+
+    @classmethod
+    def for_model(cls, model_cfg: InfinityConfig, cfg=None, tau=None, **filters) -> "SamplingParams":
+        """The public cfg and tau of the model's release (config.RELEASES: the 8B samples at tau 1.0, the
+        2B at 0.5), where `cfg` / `tau` are None; given values win."""
+        release = RELEASES[release_of(model_cfg)]
+        return cls(cfg=release["cfg"] if cfg is None else cfg, tau=release["tau"] if tau is None else tau, **filters)
 
     def cfg_at(self, si: int) -> float:
         return float(self.cfg[si] if isinstance(self.cfg, (tuple, list)) else self.cfg)

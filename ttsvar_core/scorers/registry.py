@@ -34,8 +34,12 @@ class Registry:
         self._aliases.pop(key, None)
         self._loaders[key] = loader
 
+    def canonical(self, kind: str) -> str:
+        """The registered name of a kind or alias ('ir' -> 'imagereward')."""
+        return self._aliases.get(kind.lower(), kind.lower())
+
     def get(self, kind: str) -> Loader:
-        key = self._aliases.get(kind.lower(), kind.lower())
+        key = self.canonical(kind)
         if key not in self._loaders:
             raise ValueError(f"unknown {self.what} kind {kind!r}; available: {', '.join(self.kinds())}")
         return self._loaders[key]
