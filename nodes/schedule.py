@@ -4,8 +4,9 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from ..ttsvar_core.engine.text_inputs import parse_scales
-from .options import (CATEGORY, FEATURE_MODE_CHOICES, PIXEL_BUDGET_CHOICES, POTENTIAL_CHOICES, SCHEDULE_PRESET_TOOLTIP,
-                      SCHEDULE_PRESETS, SELECTION_DECODE_TOOLTIP, SELECTION_DECODES, custom_scales_input, num_scales, schedule_from_widgets)
+from .options import (CATEGORY, FEATURE_MODE_CHOICES, PIXEL_BUDGET_CHOICES, POTENTIAL_CHOICES,
+                      SCHEDULE_PRESET_TOOLTIP, SCHEDULE_PRESETS, SELECTION_DECODE_TOOLTIP, SELECTION_DECODES,
+                      custom_scales_input, num_scales, schedule_from_widgets)
 from .types import SCHEDULE, Choice, SearchSchedule
 
 
