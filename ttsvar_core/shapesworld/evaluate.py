@@ -227,7 +227,7 @@ def _components(mask: np.ndarray, min_area: float, clear: np.ndarray | None = No
 
 
 def _parts(img: np.ndarray, bg: np.ndarray, min_area: float):
-    """[(mask, index into COLOURS or None)] and the solid pixels: steps 2 and 3 of the module docstring."""
+    """[(mask, index into COLOURS or None)] and the contrast map: steps 2 and 3 of the module docstring."""
     diff = img.astype(np.float32) - bg.astype(np.float32)
     labels = colour_labels(diff, bg)
     parts = [(mask, k) for k in range(len(COLOURS)) for mask in _components(labels == k, min_area)]
@@ -235,10 +235,27 @@ def _parts(img: np.ndarray, bg: np.ndarray, min_area: float):
     for mask, _ in parts:
         palette |= mask
     contrast = _contrast(diff)
-    solid = _solid(contrast)
     explained = ndimage.maximum_filter(palette, size=2 * EXPLAIN_RADIUS + 1)  # grown by EXPLAIN_RADIUS px
-    parts += [(mask, None) for mask in _components(solid & ~explained, min_area, contrast >= FG_CONTRAST)]
-    return parts, solid
+    clear = (contrast >= FG_CONTRAST) & ~explained
+    if clear.any():  # most renders hold palette parts only
+        parts += [(mask, None) for mask in _components(_solid(contrast) & ~explained, min_area, clear)]
+    return parts, contrast
+
+
+def _groups(parts, shape) -> list[tuple[list, np.ndarray | None]]:
+    """The parts in groups that touch (step 4), each with the region its parts span grown by
+    TOUCH_GAP / 2 px (None for a lone part)."""
+    if len(parts) < 2:
+        return [([part], None) for part in parts]
+    occupied = np.zeros(shape, bool)
+    for mask, _ in parts:
+        occupied |= mask
+    # Growing every part by half the gap joins the parts at most TOUCH_GAP px apart.
+    touching, _ = ndimage.label(ndimage.maximum_filter(occupied, size=TOUCH_GAP + 1), structure=EIGHT_CONNECTED)
+    groups = {}
+    for mask, k in parts:
+        groups.setdefault(int(touching[mask][0]), []).append((mask, k))
+    return [(members, touching == label if len(members) > 1 else None) for label, members in groups.items()]
 
 
 def _shape(mask: np.ndarray, min_side: float) -> tuple[str | None, float]:
@@ -286,17 +303,9 @@ def detect(image) -> tuple[Detection, ...]:
     min_area = MIN_AREA * (h * w) / 64**2
     min_side = MIN_SHAPE_SIDE * np.sqrt(h * w) / 64
     bg = _background(img)
-    parts, solid = _parts(img, bg, min_area)
-    occupied = np.zeros((h, w), bool)
-    for mask, _ in parts:
-        occupied |= mask
-    # Growing every part by half the gap joins the parts at most TOUCH_GAP px apart.
-    touching, _ = ndimage.label(ndimage.maximum_filter(occupied, size=TOUCH_GAP + 1), structure=EIGHT_CONNECTED)
-    groups = {}
-    for mask, k in parts:
-        groups.setdefault(int(touching[mask][0]), []).append((mask, k))
+    parts, contrast = _parts(img, bg, min_area)
     found = []
-    for label, members in groups.items():
+    for members, region in _groups(parts, (h, w)):
         shapes = _apart(members, min_side)
         if shapes is not None:
             found += [_detection(mask, shape, dist, _colour(img, mask, k), scale)
@@ -305,7 +314,7 @@ def detect(image) -> tuple[Detection, ...]:
             pieces = np.zeros((h, w), bool)
             for mask, _ in members:
                 pieces |= mask
-            whole = (touching == label) & (solid | pieces)
+            whole = region & (_solid(contrast) | pieces)
             found.append(_detection(whole, *_shape(whole, min_side), None, scale))
     return tuple(sorted(found, key=lambda d: (d.y, d.x)))
 
