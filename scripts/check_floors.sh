@@ -7,8 +7,8 @@
 #
 #   bash scripts/check_floors.sh [extra pytest arguments]
 #
-# Takes 10-20 minutes on two cores (the downloads are cached by pip after the first run). Not part of
-# CI, which tests the newest releases.
+# Takes about half an hour on two busy cores (less once pip has cached the downloads). Not part of CI,
+# which tests the newest releases.
 #
 # Environment:
 #   TTSVAR_FLOORS_VENV  virtualenv to (re)create  (default: a temporary folder, removed at the end)
