@@ -1,4 +1,4 @@
-"""Command line: `python -m ttsvar_core {generate,make-tiny,demo,evaluate}`."""
+"""Command line: `python -m ttsvar_core {generate,make-tiny,convert-t5,demo,evaluate}`."""
 from __future__ import annotations
 
 import argparse
@@ -11,10 +11,11 @@ def main(argv=None) -> int:
     tiny = sub.add_parser("make-tiny", help="write tiny random models in every real on-disk format")
     tiny.add_argument("out", help="output folder (gets infinity/, infinity_vae/, text_encoders/)")
     tiny.add_argument("--seed", type=int, default=0)
-    from .cli import add_generate_parser
+    from .cli import add_convert_t5_parser, add_generate_parser
     from .shapesworld.demo import add_demo_parser
     from .shapesworld.experiments import add_evaluate_parser
     add_generate_parser(sub)
+    add_convert_t5_parser(sub)
     add_demo_parser(sub)
     add_evaluate_parser(sub)
     args = ap.parse_args(argv)

@@ -1,4 +1,5 @@
-"""`python -m ttsvar_core generate`: run a strategy on real or tiny model files."""
+"""`python -m ttsvar_core generate`: run a strategy on real or tiny model files; `convert-t5`: flan-t5-xl as one
+encoder-only file."""
 from __future__ import annotations
 
 import argparse
@@ -32,7 +33,11 @@ def add_generate_parser(sub):
     p = sub.add_parser("generate", help="generate images with plain sampling, Best-of-N, IS or TTS-VAR")
     p.add_argument("--model", required=True, help="Infinity transformer (.pth, .safetensors or shard folder)")
     p.add_argument("--vae", required=True, help="its VAE (.pth or .safetensors)")
-    p.add_argument("--text-encoder", required=True, help="local flan-t5-xl folder")
+    p.add_argument("--text-encoder", required=True,
+                   help="local flan-t5-xl folder, or the single file written by convert-t5")
+    p.add_argument("--text-tokenizer", default=None,
+                   help="tokenizer folder (tokenizer.json or spiece.model): needed with a single-file text encoder, "
+                        "e.g. ComfyUI/comfy/text_encoders/t5_tokenizer")
     p.add_argument("--prompt", action="append", required=True, help="repeat for several prompts")
     p.add_argument("--negative-prompt", default=None)
     p.add_argument("--strategy", choices=STRATEGIES, default="tts-var",
@@ -153,8 +158,8 @@ def run_generate(args) -> int:
     reward_parts(args)  # a mismatched --reward-file count fails before any model loads
     device = torch.device(args.device)
     dtype = args.dtype or ("bf16" if device.type == "cuda" else "fp32")
-    pipe = InfinityPipeline.load(args.model, args.vae, args.text_encoder, device=device, dtype=dtype,
-                                 weight_storage=args.weight_storage)
+    pipe = InfinityPipeline.load(args.model, args.vae, args.text_encoder, text_tokenizer=args.text_tokenizer,
+                                 device=device, dtype=dtype, weight_storage=args.weight_storage)
     schedule = pipe.schedule(args.aspect_ratio, args.pixel_budget, args.schedule)
     batch = batch_schedule_from_args(args, len(schedule), release_of(pipe.model.cfg))
     print(f"batch schedule: {batch.describe()}")
@@ -193,3 +198,29 @@ def _json_default(value):
     if isinstance(value, torch.Tensor):
         return value.tolist()
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def add_convert_t5_parser(sub):
+    p = sub.add_parser("convert-t5", help="write a flan-t5-xl folder's encoder as one .safetensors file "
+                                          "(about a fifth of the folder; loads with a tokenizer folder)")
+    p.add_argument("folder", help="the downloaded flan-t5-xl folder (config.json and the weights)")
+    p.add_argument("out", help="output .safetensors file, e.g. "
+                               "ComfyUI/models/text_encoders/flan-t5-xl-encoder-bf16.safetensors")
+    p.add_argument("--dtype", choices=DTYPE_NAMES, default="bf16",
+                   help="bf16 (default; fp32's range, so no overflow), fp16, or fp32 (lossless, twice the size)")
+    p.set_defaults(func=run_convert_t5)
+    return p
+
+
+def run_convert_t5(args) -> int:
+    from .model.text import convert_t5_folder
+    out = Path(args.out)
+    if out.suffix != ".safetensors":
+        raise SystemExit(f"{out}: the output must be a .safetensors file")
+    try:
+        convert_t5_folder(args.folder, out, args.dtype)
+    except (OSError, ValueError) as e:  # the message names the file and the fix; a traceback adds nothing
+        raise SystemExit(f"convert-t5: {e}") from None
+    print(f"wrote {out} ({out.stat().st_size / 2**30:.2f} GiB, {args.dtype}); load it with a tokenizer folder, "
+          "e.g. --text-tokenizer ComfyUI/comfy/text_encoders/t5_tokenizer")
+    return 0

@@ -135,6 +135,9 @@ class TensorSource:
 # ---- recognising what a file is -------------------------------------------------------------------------
 def describe_keys(keys) -> str:
     keys = set(keys)
+    # before the VAE test: T5's keys start with encoder. too
+    if any(k.startswith(("encoder.block.", "shared.")) for k in keys):
+        return "a T5 text encoder"
     if any(k.startswith(("encoder.", "decoder.")) for k in keys):
         return "a VAE checkpoint"
     if "pos_start" in keys or any(k.startswith("block_chunks.") for k in keys):
@@ -143,8 +146,6 @@ def describe_keys(keys) -> str:
         return "a transformer with a different key layout (expected block_chunks.{i}.module.{j}.*)"
     if any("text_model" in k or "vision_model" in k or "visual." in k for k in keys):
         return "a CLIP/BLIP-style checkpoint (reward or feature model)"
-    if any(k.startswith(("encoder.block.", "shared.")) for k in keys):
-        return "a T5 text encoder"
     return "an unknown checkpoint"
 
 
@@ -232,7 +233,8 @@ def summarize_keys(keys: list[str], limit: int = 12) -> str:
     return ", ".join(items[:limit]) + (f" ... (+{len(items) - limit} more)" if len(items) > limit else "")
 
 
-def _report(path, kind, missing, unexpected, mismatched, found_desc, hint):
+def mismatch_report(path, kind, missing, unexpected, mismatched, found_desc, hint):
+    """The error for a file whose keys or shapes do not match the model (also used for the T5 single file)."""
     lines = [f"{path} does not match the expected {kind}."]
     if found_desc:
         lines.append(f"It looks like {found_desc}.")
@@ -266,8 +268,8 @@ def _load_strict(model: torch.nn.Module, src: TensorSource, name_map: dict[str, 
             if tuple(shape) != tuple(param.shape):
                 mismatched.append(f"{k}: file {list(shape)} vs model {list(param.shape)}")
     if missing or unexpected or mismatched:
-        raise _report(src.path, kind, missing, unexpected, mismatched,
-                      describe_keys(file_keys) if missing else "", hint)
+        raise mismatch_report(src.path, kind, missing, unexpected, mismatched,
+                              describe_keys(file_keys) if missing else "", hint)
     state = {}
     for k, param in expected.items():
         fk = name_map.get(k)
@@ -340,8 +342,8 @@ def load_infinity(path, *, vae_cfg: VAEConfig | None = None, device="cpu", dtype
         # the official loader adapts the learned unconditional table to text_maxlen; rows it would
         # initialise at random are zeros here (only prompts longer than the stored table reach them)
         if t.shape[1] != cfg.text_channels:
-            raise _report(src.path, "Infinity transformer", [], [], [f"cfg_uncond width {t.shape[1]} vs "
-                                                                      f"{cfg.text_channels}"], "", "")
+            raise mismatch_report(src.path, "Infinity transformer", [], [],
+                                  [f"cfg_uncond width {t.shape[1]} vs {cfg.text_channels}"], "", "")
         if t.shape[0] >= cfg.text_maxlen:
             return t[: cfg.text_maxlen]
         return torch.cat([t, t.new_zeros(cfg.text_maxlen - t.shape[0], t.shape[1])])

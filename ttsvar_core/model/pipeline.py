@@ -21,15 +21,18 @@ class InfinityPipeline:
     text_encoder: TextEncoder
 
     @classmethod
-    def load(cls, model_path, vae_path, text_encoder_dir, *, device="cpu", dtype="fp32",
+    def load(cls, model_path, vae_path, text_encoder_path, *, text_tokenizer=None, device="cpu", dtype="fp32",
              text_device=None, weight_storage: str | None = None) -> "InfinityPipeline":
-        """`weight_storage="fp8"`: the transformer blocks' matmul weights in fp8, computed in `dtype`."""
+        """`text_encoder_path`: a flan-t5-xl folder or a convert-t5 single file; `text_tokenizer`: a tokenizer
+        folder, needed with a single file (see TextEncoder). `weight_storage="fp8"`: the transformer blocks'
+        matmul weights in fp8, computed in `dtype`."""
         device, dtype = torch.device(device), parse_dtype(dtype)
         vae = load_vae(vae_path, device=device, dtype=torch.float32 if device.type == "cpu" else dtype)
         model = load_infinity(model_path, vae_cfg=vae.cfg, device=device, dtype=dtype, weight_storage=weight_storage)
-        text = TextEncoder(text_encoder_dir, device=text_device or device, max_length=model.cfg.text_maxlen)
+        text = TextEncoder(text_encoder_path, tokenizer=text_tokenizer, device=text_device or device,
+                           max_length=model.cfg.text_maxlen)
         if text.channels != model.cfg.text_channels:
-            raise ValueError(f"the text encoder in {Path(text_encoder_dir)} gives {text.channels}-channel features "
+            raise ValueError(f"the text encoder {Path(text_encoder_path)} gives {text.channels}-channel features "
                              f"but the transformer expects {model.cfg.text_channels} (flan-t5-xl: 2048)")
         return cls(model, vae, text)
 
