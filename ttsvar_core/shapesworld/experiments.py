@@ -202,6 +202,60 @@ def summarize(records: list[dict]) -> list[dict]:
     return rows
 
 
+def comparison_pairs(keys: set) -> list[tuple[tuple[str, int], tuple[str, int]]]:
+    """The comparisons the results are about: TTS-VAR and Best-of-N against each other and plain sampling at
+    every N, TTS-VAR at N = 2 against Best-of-N at N = 8 (the paper's headline), TTS-VAR at N = 8 against 4."""
+    ns = sorted({n for _, n in keys})
+    wanted = []
+    for n in ns:
+        wanted += [(("tts-var", n), ("bon", n)), (("bon", n), ("raw", 1)), (("tts-var", n), ("raw", 1))]
+    wanted += [(("tts-var", 2), ("bon", 8)), (("tts-var", 8), ("tts-var", 4))]
+    return [(a, b) for a, b in wanted if a in keys and b in keys and a != b]
+
+
+def paired_comparison(records: list[dict], a: tuple[str, int], b: tuple[str, int], resamples: int = 4000,
+                      seed: int = 0) -> dict:
+    """A minus B on the same prompts and seeds: the difference of GenEval-style overall accuracy with a
+    95% paired bootstrap interval (prompts resampled within each category, as the overall score weighs
+    categories equally), and McNemar's exact test on the prompts where exactly one of the two is correct."""
+    from scipy.stats import binomtest
+
+    from .vocab import CATEGORIES
+
+    def verdicts(strategy, n):
+        return {(r["item"], r["seed"]): (r["category"], r["correct"]) for r in records
+                if r["strategy"] == strategy and r["n"] == n}
+
+    va, vb = verdicts(*a), verdicts(*b)
+    shared = sorted(set(va) & set(vb))
+    by_category = {c: np.array([[va[k][1], vb[k][1]] for k in shared if va[k][0] == c], dtype=float)
+                   for c in CATEGORIES}
+    by_category = {c: v for c, v in by_category.items() if len(v)}
+    diff = float(np.mean([v[:, 0].mean() - v[:, 1].mean() for v in by_category.values()]))
+    rng = np.random.default_rng(seed)
+    boot = np.zeros(resamples)
+    for v in by_category.values():
+        picks = rng.integers(0, len(v), size=(resamples, len(v)))
+        boot += (v[picks, 0] - v[picks, 1]).mean(axis=1)
+    boot /= len(by_category)
+    only_a = sum(1 for k in shared if va[k][1] and not vb[k][1])
+    only_b = sum(1 for k in shared if vb[k][1] and not va[k][1])
+    p = binomtest(only_a, only_a + only_b, 0.5).pvalue if only_a + only_b else 1.0
+    low, high = np.quantile(boot, [0.025, 0.975])
+    return dict(a=list(a), b=list(b), pairs=len(shared), diff=diff, ci=(float(low), float(high)),
+                only_a=only_a, only_b=only_b, mcnemar_p=float(p))
+
+
+def comparisons_table(comparisons: list[dict]) -> str:
+    lines = ["| A | B | A - B (overall) [95% paired bootstrap CI] | only A correct | only B correct | "
+             "McNemar p |", "|---|---|---|---|---|---|"]
+    for c in comparisons:
+        lines.append(f"| {c['a'][0]} N={c['a'][1]} | {c['b'][0]} N={c['b'][1]} | {c['diff']:+.3f} "
+                     f"[{c['ci'][0]:+.3f}, {c['ci'][1]:+.3f}] | {c['only_a']} | {c['only_b']} | "
+                     f"{c['mcnemar_p']:.3g} |")
+    return "\n".join(lines) + "\n"
+
+
 def markdown_table(rows: list[dict]) -> str:
     from .vocab import CATEGORIES
 
@@ -262,8 +316,11 @@ def plot(rows: list[dict], path: Path) -> Path:
 def write_outputs(out: Path, config: dict, records: list[dict]) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     rows = summarize(records)
-    table = markdown_table(rows)
-    (out / "results.json").write_text(json.dumps(dict(config=config, summary=rows, records=records), indent=1))
+    keys = {(r["strategy"], r["n"]) for r in records}
+    comparisons = [paired_comparison(records, a, b) for a, b in comparison_pairs(keys)]
+    table = markdown_table(rows) + "\nPaired comparisons (same prompts and seeds):\n\n" + comparisons_table(comparisons)
+    (out / "results.json").write_text(json.dumps(dict(config=config, summary=rows, comparisons=comparisons,
+                                                      records=records), indent=1))
     (out / "results.md").write_text(f"Command: `{config['command']}`\n\n{table}")
     plot(rows, out / "accuracy_vs_n.png")
     return dict(rows=rows, table=table)

@@ -1,0 +1,37 @@
+"""Paired comparisons of two strategies' verdicts on the same prompts and seeds."""
+import pytest
+
+from ttsvar_core.shapesworld.experiments import comparison_pairs, comparisons_table, paired_comparison
+
+
+def records(strategy, n, verdicts):
+    return [dict(item=i, seed=0, category=category, correct=correct, strategy=strategy, n=n)
+            for i, (category, correct) in enumerate(verdicts)]
+
+
+def test_difference_is_of_category_means_and_mcnemar_counts_discordant_prompts():
+    # counting: A 3/4, B 1/4; colors: A 1/2, B 1/2  -> overall difference (0.5 + 0) / 2 = 0.25
+    a = records("tts-var", 2, [("counting", True), ("counting", True), ("counting", True), ("counting", False),
+                               ("colors", True), ("colors", False)])
+    b = records("bon", 2, [("counting", True), ("counting", False), ("counting", False), ("counting", False),
+                           ("colors", False), ("colors", True)])
+    result = paired_comparison(a + b, ("tts-var", 2), ("bon", 2))
+    assert result["pairs"] == 6 and result["diff"] == pytest.approx(0.25)
+    assert (result["only_a"], result["only_b"]) == (3, 1)
+    assert result["mcnemar_p"] == pytest.approx(0.625)          # exact two-sided binomial, 3 of 4 discordant
+    assert result["ci"][0] <= 0.25 <= result["ci"][1]
+    assert "tts-var N=2" in comparisons_table([result])
+
+
+def test_identical_verdicts_differ_by_nothing():
+    same = [("counting", True), ("colors", False)] * 5
+    result = paired_comparison(records("tts-var", 4, same) + records("bon", 4, same), ("tts-var", 4), ("bon", 4))
+    assert result["diff"] == 0 and result["ci"] == (0.0, 0.0) and result["mcnemar_p"] == 1.0
+
+
+def test_the_headline_pairs_are_compared():
+    keys = {("raw", 1), ("bon", 2), ("bon", 8), ("tts-var", 2), ("tts-var", 4), ("tts-var", 8)}
+    pairs = comparison_pairs(keys)
+    assert (("tts-var", 2), ("bon", 8)) in pairs and (("tts-var", 8), ("tts-var", 4)) in pairs
+    assert (("tts-var", 2), ("bon", 2)) in pairs and (("bon", 2), ("raw", 1)) in pairs
+    assert all(a in keys and b in keys for a, b in pairs)
