@@ -29,7 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ttsvar_core.model.checkpoints import build_random  # noqa: E402
+from ttsvar_core.model.checkpoints import build_random, store_fp8  # noqa: E402
 from ttsvar_core.model.config import PRESETS, VAE_PRESETS, InfinityConfig  # noqa: E402
 from ttsvar_core.engine import (DECODE_CHOICES, BatchSchedule, HistoryScored, Prompts, RunOptions,  # noqa: E402
                                  ScaleDone, Scorers, SearchRequest, run_search, schedule_for)
@@ -285,7 +285,11 @@ def time_run(model, vae, request: SearchRequest, device):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--config", choices=("tiny", "2b"), default="tiny")
+    ap.add_argument("--config", choices=("tiny", "2b", "8b"), default="tiny")
+    ap.add_argument("--weight-storage", choices=("compute", "fp8"), default="compute",
+                    help="fp8: the blocks' matmul weights stored in float8, upcast per layer")
+    ap.add_argument("--decodes", nargs="+", choices=tuple(DECODE_CHOICES), default=None,
+                    help="TTS-VAR's selection decodes to run (default: every named choice)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--budget", default="0.06M", help="pixel budget: 0.06M (7 scales) ... 1M (13 scales)")
     ap.add_argument("--n", type=int, nargs="+", default=[1, 2, 4])
@@ -304,8 +308,10 @@ def main(argv=None):
     torch.set_grad_enabled(False)
     device = torch.device(args.device)
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[args.dtype or ("bf16" if device.type == "cuda" else "fp32")]
-    cfg = BENCH_TINY if args.config == "tiny" else PRESETS["infinity_2b"]
+    cfg = {"tiny": BENCH_TINY, "2b": PRESETS["infinity_2b"], "8b": PRESETS["infinity_8b"]}[args.config]
     model, vae = build_random(cfg, seed=0, device=device, dtype=dtype)
+    if args.weight_storage == "fp8":
+        store_fp8(model)
     schedule = get_schedule(1.0, args.budget)
     reward, extractor = make_scorers(device)
     feats = torch.randn(12, cfg.text_channels, generator=torch.Generator().manual_seed(0)) * 0.5
@@ -327,7 +333,7 @@ def main(argv=None):
     exact = args.exact_memory and device.type == "cpu"
     # TTS-VAR with each named selection decode; 448 px only where it is smaller than the image
     full_side = max(schedule[-1]) * pixels_per_token(cfg, cfg.vae)
-    decodes = [d for d in DECODE_CHOICES if d != "448px" or DECODE_CHOICES[d].side < full_side]
+    decodes = [d for d in args.decodes or DECODE_CHOICES if d != "448px" or DECODE_CHOICES[d].side < full_side]
     plan = [("raw", 1, "paper")] + [(s, n, d) for n in args.n for s, d in
                                     [("bon", "paper")] + [("tts-var", d) for d in decodes]]
     runs = repeated(run, plan, args.repeat, offload=False)
@@ -343,6 +349,7 @@ def main(argv=None):
         streamer.remove()
         runs += low_runs
     report = {"config": args.config, "device": str(device), "dtype": str(dtype), "budget": args.budget,
+              "weight_storage": args.weight_storage,
               "repeats": args.repeat, "proportions": cost_proportions(cfg, args.budget),
               "floors": {args.config: floors_by_decode(cfg, args.budget),
                          "2b at 1M": floors_by_decode(PRESETS["infinity_2b"], "1M")},
