@@ -312,14 +312,15 @@ class SearchState:
             raise ValueError("reseeding needs per-candidate streams (not the reference's shared generator)")
         return replace(self, streams=fresh_streams(seed, self.prompt_of), seed=seed)
 
-    def varied(self, index: int, scale: int, copies: int, seed: int) -> "SearchState":
+    def varied(self, index: int, scale: int, copies: int, seed: int,
+               capacity_scales: int | None = None) -> "SearchState":
         """`copies` new candidates that share candidate `index`'s scales 0..`scale` and continue with new
         seeds: late scales give subtle variations, early ones strong. The shared prefix is re-indexed, never
-        recomputed."""
+        recomputed. `capacity_scales`: room in the new cache, as in `select`."""
         if not 0 <= index < self.num_candidates:
             raise ValueError(f"candidate {index} does not exist: choose 0 to {self.num_candidates - 1}")
         if not 0 <= scale < self.scale:
             raise ValueError(f"scale {scale} has not been generated: choose 0 to {self.scale - 1}")
         if copies < 1:
             raise ValueError(f"need at least one variation, got {copies}")
-        return self.truncated(scale + 1).select([index] * copies).reseeded(seed)
+        return self.truncated(scale + 1).select([index] * copies, capacity_scales).reseeded(seed)
