@@ -226,6 +226,17 @@ def test_forcing_every_scale_reproduces_the_given_bits(tiny, prompts):
                           reference.rebuilt_cache().k[:, :, :, :reference.cache_length])
 
 
+def test_forcing_several_scales_makes_room_for_them(tiny, prompts):
+    model, _ = tiny
+    feats, lens = prompts
+    reference = start(model, prompts, n=1).step(until=3)
+    tight = SearchState.start(model, feats, lens, SCHEDULE, PARAMS, 1, seed=7, capacity_scales=1)
+    forced = tight.forced(list(reference.bits))      # three scales into a cache with room for one
+    roomy = start(model, prompts, n=1).forced(list(reference.bits))
+    assert forced.cache.capacity >= 1 + 4 + 9
+    assert torch.equal(forced.step().bits[-1], roomy.step().bits[-1])
+
+
 def test_branching_inputs_are_checked(tiny, prompts):
     model, _ = tiny
     state = start(model, prompts, n=2).step(until=3)
