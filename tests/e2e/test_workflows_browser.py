@@ -10,7 +10,8 @@ import uuid
 import pytest
 
 PACK = "comfyui-ttsvar"
-NAMES = ["ttsvar_2b_node_by_node", "ttsvar_2b_sampler", "ttsvar_bon_vs_ttsvar", "ttsvar_small_model_cpu"]
+NAMES = ["ttsvar_2b_node_by_node", "ttsvar_2b_sampler", "ttsvar_bon_vs_ttsvar", "ttsvar_small_model_cpu",
+         "ttsvar_pick_and_vary_cpu"]
 RUN_TIMEOUT_MS = 240_000
 # onerror would set the flag if the prompt were ever parsed as HTML
 TRICKY_PROMPT = 'a cat <img src="x" onerror="window.__ttsvarInjected = 1"> & <b>bold</b>'
