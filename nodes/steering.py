@@ -21,7 +21,7 @@ KEEP_DESCRIPTION = (
     "(shift-click adds a copy): a click in this node's grid, or in the grid of the nearest node before it "
     "whose grid shows its output (Step, Start from Image, Pick Best, Sampler; the path may pass through Step "
     "nodes, which keep the numbering), edits this node's keep list. Queue again: only this node and what "
-    "follows it run.")
+    "follows it run (with the Start node's seed fixed: a new seed draws new candidates).")
 
 
 class TTSVARKeep(io.ComfyNode):
