@@ -6,14 +6,17 @@ collide with other packs; they are what saved workflows refer to, so they never 
 from comfy_api.latest import ComfyExtension
 
 from .candidates import TTSVARDecode, TTSVARStart, TTSVARStep
+from .images import TTSVARScoreImages, TTSVARStartFromImage
 from .loaders import TTSVARFeatureLoader, TTSVARModelLoader, TTSVARRewardLoader
 from .prompts import TTSVARTextEncode
 from .sampler import TTSVARSampler
 from .schedule import TTSVARBatchSchedule
 from .selection import TTSVARCluster, TTSVARPickBest, TTSVARResample
+from .steering import TTSVARKeep, TTSVARVary
 
 NODES = [TTSVARModelLoader, TTSVARRewardLoader, TTSVARFeatureLoader, TTSVARTextEncode, TTSVARStart,
-         TTSVARBatchSchedule, TTSVARStep, TTSVARCluster, TTSVARResample, TTSVARDecode, TTSVARPickBest, TTSVARSampler]
+         TTSVARBatchSchedule, TTSVARStep, TTSVARCluster, TTSVARResample, TTSVARDecode, TTSVARPickBest, TTSVARSampler,
+         TTSVARKeep, TTSVARVary, TTSVARStartFromImage, TTSVARScoreImages]
 
 
 class TTSVARExtension(ComfyExtension):

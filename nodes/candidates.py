@@ -25,6 +25,15 @@ def candidates_output() -> io.Output:
     return STATE.Output(display_name="candidates", tooltip="the candidates after this node (the input is unchanged)")
 
 
+def start_state(model, conditioning, scales, params, candidates: int, seed: int, capacity_scales: int) -> SearchState:
+    """N fresh candidates, after the checks a search makes: until later nodes select, they are plain sampling
+    of N, so that request is what gets checked."""
+    plain = preset("raw", n=candidates, num_scales=len(scales))
+    SearchRequest(conditioning, scales, params, plain, seed=seed).check_inputs(model.model)
+    return SearchState.start(model.model, conditioning.features, list(conditioning.lens), scales, params,
+                             candidates, seed=seed, negative=conditioning.negative, capacity_scales=capacity_scales)
+
+
 class TTSVARStart(io.ComfyNode):
     @classmethod
     def define_schema(cls):
@@ -58,13 +67,9 @@ class TTSVARStart(io.ComfyNode):
     def execute(cls, model, conditioning, aspect_ratio, pixel_budget, seed, cfg, tau, top_k, top_p, candidates,
                 custom_scales=""):
         scales = image_schedule(model, aspect_ratio, pixel_budget, parse_scales(custom_scales))
-        # the candidates are plain sampling of N until later nodes select: that request is what gets checked
-        plain = preset("raw", n=candidates, num_scales=len(scales))
-        request = SearchRequest(conditioning, scales, sampling(cfg, tau, top_k, top_p), plain, seed=seed)
-        request.check_inputs(model.model)
         # no KV-cache room yet: each Step node allocates room for exactly the scales it generates
-        state = SearchState.start(model.model, conditioning.features, list(conditioning.lens), scales, request.sampling,
-                                  candidates, seed=seed, negative=conditioning.negative, capacity_scales=1)
+        state = start_state(model, conditioning, scales, sampling(cfg, tau, top_k, top_p), candidates, seed,
+                            capacity_scales=1)
         return io.NodeOutput(Candidates(state, model, conditioning.texts))
 
 

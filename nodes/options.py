@@ -5,6 +5,7 @@ nodes show it as is.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 
 from comfy_api.latest import io
@@ -131,3 +132,22 @@ def schedule_from_widgets(preset_label: str, n: int, scales: int, batch_sizes: s
         elif text.strip():
             edits[field] = parse_ints(text, field.replace("_", " "))
     return replace(schedule, **edits).validate(scales)
+
+
+KEEP_SYNTAX = "candidate numbers separated by commas, xN for N copies, e.g. 0,3,5x2"
+
+
+def parse_keep(text: str) -> tuple[int, ...]:
+    """'0,3,5x2' -> (0, 3, 5, 5): the candidates a Keep Candidates node keeps, in order ('' -> ())."""
+    kept = []
+    for part in text.replace(" ", "").replace("×", "x").lower().split(","):
+        if not part:
+            continue
+        match = re.fullmatch(r"(\d+)(?:x(\d+))?", part)
+        if match is None:
+            raise ValueError(f"keep: {part!r} is not a candidate; write {KEEP_SYNTAX}")
+        copies = int(match[2] or 1)
+        if copies < 1:
+            raise ValueError(f"keep: {part!r} asks for no copies; leave candidate {match[1]} out instead")
+        kept += [int(match[1])] * copies
+    return tuple(kept)

@@ -40,6 +40,12 @@ def to_image(uint8_images: torch.Tensor) -> torch.Tensor:
     return uint8_images.float().div(255.0)
 
 
+def from_image(images: torch.Tensor) -> torch.Tensor:
+    """ComfyUI's float IMAGE batch -> uint8 [N, H, W, C], rounded: an image that came from to_image comes back
+    exactly (255 * (v / 255) is not always v in float32, and truncating would lose a level)."""
+    return images.clamp(0, 1).mul(255).round().to(torch.uint8)
+
+
 # eq=False: values holding tensors compare (and hash) by identity, never element by element
 @dataclass(frozen=True, eq=False)
 class Candidates:

@@ -10,7 +10,8 @@
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 
-const GRID_NODES = new Set(["TTSVAR_Step", "TTSVAR_Cluster", "TTSVAR_Resample", "TTSVAR_PickBest", "TTSVAR_Sampler"]);
+const GRID_NODES = new Set(["TTSVAR_Step", "TTSVAR_Cluster", "TTSVAR_Resample", "TTSVAR_PickBest", "TTSVAR_Sampler",
+  "TTSVAR_Keep", "TTSVAR_Vary", "TTSVAR_StartFromImage", "TTSVAR_ScoreImages"]);
 const WIDGET_NAME = "ttsvar_candidates";
 const CELL = 92;         // px of one thumbnail cell
 const MAX_COLUMNS = 4;
@@ -19,6 +20,10 @@ const STAGE_TITLES = {
   cluster: "clustering",
   resample: "reward resampling",
   final: "final pick",
+  keep: "kept by hand",
+  vary: "vary from scale",
+  image: "from image",
+  score: "scored",
 };
 const STATUS_LABELS = {
   live: "live",
@@ -114,8 +119,9 @@ function describe(grid) {
   const counts = {};
   for (const c of grid.candidates) counts[c.status] = (counts[c.status] ?? 0) + 1;
   const parts = Object.entries(counts).map(([status, n]) => `${n} ${STATUS_LABELS[status] ?? status}`);
-  const scale = `scale ${grid.scale} of 0-${grid.scales - 1}`;
-  return `${STAGE_TITLES[grid.stage] ?? grid.stage} · ${scale} · ${parts.join(", ")}`;
+  const scale = grid.scale === null || grid.scale === undefined ? [] : [`scale ${grid.scale} of 0-${grid.scales - 1}`];
+  const note = grid.note ? [grid.note] : [];
+  return [STAGE_TITLES[grid.stage] ?? grid.stage, ...scale, parts.join(", "), ...note].join(" · ");
 }
 
 // Short enough for a thumbnail; the full wording is in the tooltip.
@@ -160,6 +166,7 @@ function showGrid(node, grid) {
   if (grid.hidden) cells.append(element("div", "ttsvar-prompt", `+${grid.hidden} more`));
   node.ttsvarGrid = grid;
   resize(node, widget, Math.ceil(shown.length / columns), columns);
+  enablePicking(node, widget);
 }
 
 function showScale(node, detail) {
@@ -167,6 +174,141 @@ function showScale(node, detail) {
   widget.element.children[0].textContent =
     `generating · scale ${detail.scale} of 0-${detail.scales - 1} · ${detail.live} live`;
   node.setDirtyCanvas(true, false);
+}
+
+// ---- picking by clicking a grid ------------------------------------------------------------------------
+// A grid numbers its cells as the candidates it shows, and the stage says whose they are (nodes/previews.py).
+// "step", "final" and "image" grids show the node's output: a click edits the keep list of the nearest Keep
+// Candidates node after it, reached through Step nodes only (they keep the numbering). A Keep node's own
+// grid shows its input, so a click there edits its own list; a Vary node's grid shows its input, so a click
+// there chooses the candidate to vary. A click toggles a candidate; shift-click adds one more copy.
+const KEEP_NODE = "TTSVAR_Keep";
+const VARY_NODE = "TTSVAR_Vary";
+const STEP_NODE = "TTSVAR_Step";
+const STATE_TYPE = "TTSVAR_STATE";
+const OUTPUT_STAGES = new Set(["step", "final", "image"]);
+const PICK_STYLE = `
+.ttsvar-pickable .ttsvar-cell { cursor: pointer; }
+.ttsvar-cell.chosen { outline: 2px solid #e8c547; outline-offset: -5px; }
+.ttsvar-cell .ttsvar-chosen { position: absolute; top: 2px; right: 2px; padding: 0 3px; border-radius: 3px;
+  background: #e8c547; color: #111; font-size: 10px; font-weight: bold; }
+`;
+
+function classOf(node) {
+  return node.comfyClass ?? node.type;
+}
+
+// Breadth first, so the nearest Keep node wins; among equally near ones, the first link.
+function keepNodeAfter(node) {
+  const seen = new Set([node.id]);
+  let frontier = [node];
+  while (frontier.length) {
+    const next = [];
+    for (const current of frontier) {
+      for (const [slot, output] of (current.outputs ?? []).entries()) {
+        if (output.type !== STATE_TYPE) continue;
+        for (const target of current.getOutputNodes(slot) ?? []) {
+          if (seen.has(target.id)) continue;
+          seen.add(target.id);
+          if (classOf(target) === KEEP_NODE) return target;
+          if (classOf(target) === STEP_NODE) next.push(target);
+        }
+      }
+    }
+    frontier = next;
+  }
+  return null;
+}
+
+// The widget a click on this node's grid edits, or null when the grid is not for picking.
+function pickTarget(node, grid) {
+  const type = classOf(node);
+  let target = null;
+  let name = "keep";
+  if (grid?.stage === "keep" && type === KEEP_NODE) target = node;
+  else if (grid?.stage === "vary" && type === VARY_NODE) [target, name] = [node, "candidate"];
+  else if (OUTPUT_STAGES.has(grid?.stage)) target = keepNodeAfter(node);
+  return target?.widgets?.find((w) => w.name === name) ?? null;
+}
+
+// "0,3,5x2" -> Map {0 => 1, 3 => 1, 5 => 2}; null when the text is not a keep list (nodes/options.py parse_keep).
+function parseKeep(text) {
+  const counts = new Map();
+  for (const part of String(text ?? "").replace(/\s/g, "").replace(/×/g, "x").toLowerCase().split(",")) {
+    if (!part) continue;
+    const match = /^(\d+)(?:x(\d+))?$/.exec(part);
+    if (!match) return null;
+    const index = Number(match[1]);
+    counts.set(index, (counts.get(index) ?? 0) + Number(match[2] ?? 1));
+  }
+  return counts;
+}
+
+function formatKeep(counts) {
+  return [...counts.entries()]
+    .filter(([, copies]) => copies > 0)
+    .sort((a, b) => a[0] - b[0])
+    .map(([index, copies]) => (copies === 1 ? `${index}` : `${index}x${copies}`))
+    .join(",");
+}
+
+function chosenCounts(widget) {
+  if (!widget) return new Map();
+  if (widget.name === "candidate") return new Map([[Number(widget.value), 1]]);
+  return parseKeep(widget.value) ?? new Map();
+}
+
+// Marks, on every grid, the candidates its target widget names now (they change before the next run does).
+function markChoices() {
+  for (const node of app.graph?.nodes ?? []) {
+    const panel = node.widgets?.find((w) => w.name === WIDGET_NAME)?.element;
+    if (!panel || !node.ttsvarGrid) continue;
+    const target = pickTarget(node, node.ttsvarGrid);
+    const chosen = chosenCounts(target);
+    panel.classList.toggle("ttsvar-pickable", Boolean(target));
+    for (const figure of panel.querySelectorAll("figure.ttsvar-cell")) {
+      const copies = chosen.get(Number(figure.dataset.index)) ?? 0;
+      figure.dataset.chosen = String(copies);
+      figure.classList.toggle("chosen", copies > 0);
+      figure.querySelector(".ttsvar-chosen")?.remove();
+      if (copies > 0) figure.append(element("span", "ttsvar-chosen", copies > 1 ? `✓×${copies}` : "✓"));
+    }
+  }
+}
+
+function pick(node, index, addCopy) {
+  const widget = pickTarget(node, node.ttsvarGrid);
+  if (!widget) return;
+  let value = index;
+  if (widget.name === "keep") {
+    const counts = parseKeep(widget.value) ?? new Map();  // text that is no keep list is replaced
+    if (addCopy) counts.set(index, (counts.get(index) ?? 0) + 1);
+    else if (counts.has(index)) counts.delete(index);
+    else counts.set(index, 1);
+    value = formatKeep(counts);
+  }
+  widget.value = value;
+  widget.callback?.(value);
+  markChoices();
+  app.graph.setDirtyCanvas(true, true);
+}
+
+function enablePicking(node, widget) {
+  const panel = widget.element;
+  panel.dataset.ttsvarNode = String(node.id);
+  if (!panel.ttsvarPicking) {
+    panel.ttsvarPicking = true;
+    panel.addEventListener("click", (event) => {
+      const figure = event.target.closest?.("figure.ttsvar-cell");
+      if (figure) pick(node, Number(figure.dataset.index), event.shiftKey);
+    });
+    if (!document.getElementById("ttsvar-pick-style")) {
+      const style = element("style", "", PICK_STYLE);
+      style.id = "ttsvar-pick-style";
+      document.head.appendChild(style);
+    }
+  }
+  markChoices();
 }
 
 app.registerExtension({
@@ -182,6 +324,20 @@ app.registerExtension({
       const node = findNode(detail?.node);
       if (node && GRID_NODES.has(node.comfyClass ?? node.type)) showScale(node, detail);
     });
+  },
+
+  // a keep list or candidate number typed in by hand shows on the grids at once
+  nodeCreated(node) {
+    if (classOf(node) !== KEEP_NODE && classOf(node) !== VARY_NODE) return;
+    for (const widget of node.widgets ?? []) {
+      if (widget.name !== "keep" && widget.name !== "candidate") continue;
+      const callback = widget.callback;
+      widget.callback = function (...args) {
+        const result = callback?.apply(this, args);
+        markChoices();
+        return result;
+      };
+    }
   },
 
   async beforeRegisterNodeDef(nodeType, nodeData) {

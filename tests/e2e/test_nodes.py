@@ -35,6 +35,11 @@ NODES = {
     "TTSVAR_PickBest": (["candidates", "mode", "lam"], ["reward"], ["IMAGE", "IMAGE", "TTSVAR_STATE"]),
     "TTSVAR_Sampler": (["model", "conditioning", "schedule", "aspect_ratio", "seed", "cfg", "tau", "top_k",
                         "top_p"], ["reward", "features"], ["IMAGE", "IMAGE", "TTSVAR_STATE"]),
+    "TTSVAR_Keep": (["candidates", "keep"], [], ["TTSVAR_STATE"]),
+    "TTSVAR_Vary": (["candidates", "candidate", "to_scale", "copies", "seed"], [], ["TTSVAR_STATE"]),
+    "TTSVAR_StartFromImage": (["model", "conditioning", "image", "pixel_budget", "to_scale", "seed", "cfg", "tau",
+                               "top_k", "top_p", "candidates"], ["custom_scales"], ["TTSVAR_STATE"]),
+    "TTSVAR_ScoreImages": (["images", "reward", "prompt"], [], ["FLOAT", "IMAGE"]),
 }
 
 

@@ -10,7 +10,8 @@ import uuid
 import pytest
 
 PACK = "comfyui-ttsvar"
-NAMES = ["ttsvar_2b_node_by_node", "ttsvar_2b_sampler", "ttsvar_bon_vs_ttsvar", "ttsvar_small_model_cpu"]
+NAMES = ["ttsvar_2b_node_by_node", "ttsvar_2b_sampler", "ttsvar_bon_vs_ttsvar", "ttsvar_small_model_cpu",
+         "ttsvar_pick_and_vary_cpu"]
 RUN_TIMEOUT_MS = 240_000
 # onerror would set the flag if the prompt were ever parsed as HTML
 TRICKY_PROMPT = 'a cat <img src="x" onerror="window.__ttsvarInjected = 1"> & <b>bold</b>'
@@ -168,3 +169,96 @@ def test_prompt_shown_as_text_and_errors_shown_in_the_ui(comfy_page, comfy, work
     fresh_seeds(page, workflows)
     (grid,) = run_and_wait_for_grids(comfy_page, comfy, ["6"])
     assert grid["stage"] == "final"
+
+
+# Adds, beside the workflow, the engine's own select on the explore node's candidates (then stepped to the end as
+# the workflow steps the kept ones) and state digests of both (support_nodes/ttsvar_e2e_support.py).
+ADD_ENGINE_SELECT_JS = """
+([explore, finish, indices]) => {
+  const graph = window.app.graph;
+  const add = (type, pos, widgets = {}) => {
+    const node = window.LiteGraph.createNode(type);
+    graph.add(node);
+    node.pos = pos;
+    for (const [name, value] of Object.entries(widgets)) node.widgets.find((w) => w.name === name).value = value;
+    return node;
+  };
+  const select = add("TTSVARTest_StateSelect", [840, 1700], {indices});
+  const step = add("TTSVAR_Step", [1260, 1700], {to_scale: -1});
+  const kept = add("TTSVARTest_StateDigest", [2100, 1400]);
+  const engine = add("TTSVARTest_StateDigest", [1680, 1700]);
+  graph.getNodeById(Number(explore)).connect(0, select, 0);
+  select.connect(0, step, 0);
+  graph.getNodeById(Number(finish)).connect(0, kept, 0);
+  step.connect(0, engine, 0);
+  return {select: String(select.id), step: String(step.id), kept: String(kept.id), engine: String(engine.id)};
+}
+"""
+
+
+def widget_value(page, node_id, name):
+    return page.evaluate("([id, name]) => window.app.graph.getNodeById(Number(id)).widgets"
+                         ".find((w) => w.name === name).value", [node_id, name])
+
+
+def cell(page, node_id, index):
+    return page.locator(f'.ttsvar-panel[data-ttsvar-node="{node_id}"] figure[data-index="{index}"]')
+
+
+def chosen_marks(page, node_id):
+    """{candidate: copies} as the grid of a node marks them (0: not chosen)."""
+    figures = page.locator(f'.ttsvar-panel[data-ttsvar-node="{node_id}"] figure')
+    return {int(f.get_attribute("data-index")): int(f.get_attribute("data-chosen")) for f in figures.all()}
+
+
+def test_clicked_candidates_are_kept_and_the_rerun_continues_exactly_those(comfy_page, comfy, workflows,
+                                                                           tiny_models):
+    """In ttsvar_pick_and_vary_cpu: clicks in the explore grid and in Keep's own grid edit Keep's list, a click in
+    the Vary grid chooses the candidate to vary, a click in the resampling grid does nothing. Queued again, only
+    Keep and what follows run, and the kept candidates finish exactly as the engine's select of the same
+    candidates on the same state does."""
+    name, explore, keep, finish, vary, resample = "ttsvar_pick_and_vary_cpu", "6", "7", "8", "11", "13"
+    page = comfy_page.page
+    page.set_viewport_size({"width": 1600, "height": 1000})
+    open_template(page, name)
+    fresh_seeds(page, workflows)
+    run_and_wait_for_grids(comfy_page, comfy, workflows.specs.GRID_NODES[name])
+
+    fit_view(page, [explore, keep])
+    assert widget_value(page, keep, "keep") == "1,4,6"
+    cell(page, explore, 1).click()                          # drops #1
+    assert widget_value(page, keep, "keep") == "4,6"
+    cell(page, explore, 2).click()                          # keeps #2
+    cell(page, explore, 2).click(modifiers=["Shift"])       # and a second copy of it
+    assert widget_value(page, keep, "keep") == "2x2,4,6"
+    cell(page, keep, 6).click()                             # Keep's own grid shows its input: drops #6
+    assert widget_value(page, keep, "keep") == "2x2,4"
+    expected_marks = {i: {2: 2, 4: 1}.get(i, 0) for i in range(8)}
+    assert chosen_marks(page, explore) == expected_marks == chosen_marks(page, keep)
+    comfy_page.clean_screenshot("picked")
+
+    fit_view(page, [vary, resample])
+    saved = page.evaluate(SAVED_WIDGETS_JS)
+    cell(page, resample, 0).click()                         # a selection's grid shows its input: no target
+    assert page.evaluate(SAVED_WIDGETS_JS) == saved
+    cell(page, vary, 2).click()
+    assert widget_value(page, vary, "candidate") == 2
+
+    added = page.evaluate(ADD_ENGINE_SELECT_JS, [explore, finish, "2,2,4"])
+    run_and_wait_for_grids(comfy_page, comfy, [keep, finish, vary])
+    (entry,) = comfy.get_json("/history", max_items=1).values()
+    prompt, outputs = entry["prompt"][2], entry["outputs"]
+    (cached,) = [data["nodes"] for event, data in entry["status"]["messages"] if event == "execution_cached"]
+    downstream = {keep, finish, "9", "10", vary, "12", resample, "14", "15", "16"}
+    assert set(prompt) - set(cached) == downstream | set(added.values())
+
+    kept, engine = outputs[added["kept"]]["ttsvar_state"], outputs[added["engine"]]["ttsvar_state"]
+    assert kept == engine and kept[0]["origin"] == [2, 2, 4]
+    grid = outputs[keep]["ttsvar_grid"][0]
+    assert [(c["status"], c["copies"]) for c in grid["candidates"]][1:5] == [
+        ("dropped", 0), ("duplicated", 2), ("dropped", 0), ("kept", 1)]
+    statuses = [c["status"] for c in outputs[vary]["ttsvar_grid"][0]["candidates"]]
+    assert statuses == ["dropped", "dropped", "duplicated"]
+    fit_view(page, [explore, keep, finish, "10", vary, "12", resample, "14"])
+    comfy_page.clean_screenshot("rerun")
+    assert comfy_page.errors_mentioning(f"/extensions/{PACK}/") == []

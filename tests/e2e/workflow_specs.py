@@ -141,11 +141,60 @@ def bon_vs_ttsvar():
     return {"nodes": nodes, "links": links, "min_width": MIN_WIDTH}
 
 
+NOTE_PICK_AND_VARY = (
+    "Steer the search by hand (small model files: see ttsvar_small_model_cpu's note for writing them).\n"
+    "1. Explore: 8 candidates drawn to scale 2 only, the layout.\n"
+    "2. Keep by hand: click candidates in the Explore grid (or in Keep's own) to keep or drop them; shift-click "
+    "adds a copy. Queue again: only Keep and what follows run.\n"
+    "3. The kept ones are finished; Score Images shows which the reward prefers.\n"
+    "4. Vary: click one in the Vary grid; 4 new candidates share its scales 0-2 and draw the rest anew (a later "
+    "to_scale varies less).\n"
+    "5. Reward resampling keeps 2 after scale 3, Pick Best chooses.\n"
+    "Start from Image can take Start Candidates' place to begin from a picture's layout.")
+
+
+def pick_and_vary_cpu():
+    step = lambda i, x, y, to, title: {"id": i, "type": "TTSVAR_Step", "pos": [x, y], "title": title,  # noqa: E731
+                                       "widgets": {"to_scale": to}}
+    nodes = [
+        {"id": 1, "type": "TTSVAR_ModelLoader", "pos": [20, 40], "widgets": SMALL_MODEL},
+        {"id": 2, "type": "TTSVAR_RewardLoader", "pos": [20, 250], "widgets": SMALL_REWARD},
+        {"id": 4, "type": "TTSVAR_TextEncode", "pos": [400, 40], "size": [400, 220],
+         "widgets": {"prompt": PROMPT, "negative_prompt": NEGATIVE}},
+        {"id": 90, "type": "Note", "pos": [20, 460], "size": [360, 420], "widgets": {"text": NOTE_PICK_AND_VARY}},
+        {"id": 5, "type": "TTSVAR_Start", "pos": [400, 300], "title": "Start 8 candidates",
+         "widgets": {"aspect_ratio": "1:1", "pixel_budget": "1M", "seed": 42, "control_after_generate": FIXED,
+                     "cfg": 3.0, "tau": 0.5, "top_k": 900, "top_p": 0.97, "candidates": 8,
+                     "custom_scales": SMALL_SCALES}},
+        step(6, 840, 40, 2, "Explore: step to scale 2"),
+        {"id": 7, "type": "TTSVAR_Keep", "pos": [1260, 40], "title": "Keep by hand", "widgets": {"keep": "1,4,6"}},
+        step(8, 1680, 40, -1, "Finish the kept ones"),
+        {"id": 9, "type": "TTSVAR_Decode", "pos": [2100, 40]},
+        {"id": 10, "type": "TTSVAR_ScoreImages", "pos": [2100, 200], "widgets": {"prompt": PROMPT}},
+        {"id": 11, "type": "TTSVAR_Vary", "pos": [840, 620], "title": "Vary from scale 2",
+         "widgets": {"candidate": 0, "to_scale": 2, "copies": 4, "seed": 7, "control_after_generate": FIXED}},
+        step(12, 1260, 620, 3, "Step to scale 3"),
+        {"id": 13, "type": "TTSVAR_Resample", "pos": [1680, 620], "title": "Resample by reward: keep 2",
+         "widgets": {"keep": 2, "potential": "value", "lam": 10.0}},
+        step(14, 2100, 620, -1, "Step to the last scale"),
+        {"id": 15, "type": "TTSVAR_PickBest", "pos": [840, 1140], "widgets": {"mode": "best", "lam": 10.0}},
+        {"id": 16, "type": "SaveImage", "pos": [1260, 1140], "size": [400, 420],
+         "widgets": {"filename_prefix": "ttsvar_pick_and_vary"}},
+    ]
+    links = [(1, 0, 4, "model"), (1, 0, 5, "model"), (4, 0, 5, "conditioning"), (5, 0, 6, "candidates"),
+             (6, 0, 7, "candidates"), (7, 0, 8, "candidates"), (8, 0, 9, "candidates"), (9, 0, 10, "images"),
+             (2, 0, 10, "reward"), (8, 0, 11, "candidates"), (11, 0, 12, "candidates"), (12, 0, 13, "candidates"),
+             (2, 0, 13, "reward"), (13, 0, 14, "candidates"), (14, 0, 15, "candidates"), (2, 0, 15, "reward"),
+             (15, 0, 16, "images")]
+    return {"nodes": nodes, "links": links, "min_width": MIN_WIDTH}
+
+
 WORKFLOWS = {
     "ttsvar_2b_node_by_node": node_by_node_2b,
     "ttsvar_2b_sampler": sampler_2b,
     "ttsvar_bon_vs_ttsvar": bon_vs_ttsvar,
     "ttsvar_small_model_cpu": small_model_cpu,
+    "ttsvar_pick_and_vary_cpu": pick_and_vary_cpu,
 }
 
 # How the tests run the workflows that name real model files CI does not have: the same graph with the
@@ -166,6 +215,7 @@ EXPECTED_IMAGES = {
     "ttsvar_2b_sampler": {"7": (1, 64, 64)},
     "ttsvar_bon_vs_ttsvar": {"7": (1, 64, 64), "10": (1, 64, 64)},
     "ttsvar_small_model_cpu": {"7": (1, 128, 128)},
+    "ttsvar_pick_and_vary_cpu": {"16": (1, 128, 128)},
 }
 # Nodes that must show a candidate grid after a run.
 GRID_NODES = {
@@ -173,4 +223,9 @@ GRID_NODES = {
     "ttsvar_2b_sampler": ["6"],
     "ttsvar_bon_vs_ttsvar": ["6", "9"],
     "ttsvar_small_model_cpu": ["6"],
+    "ttsvar_pick_and_vary_cpu": ["6", "7", "8", "10", "11", "12", "13", "14", "15"],
 }
+# ttsvar.scale events of a run, where the graph steps some scales more than once (default: each scale once per
+# sampler or chain of Step nodes). Pick and vary: scales 0-2 explored, 3-4 finish the kept ones, then the
+# variations generate 3-4 again.
+SCALE_EVENTS = {"ttsvar_pick_and_vary_cpu": 3 + 2 + 2}

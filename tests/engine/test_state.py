@@ -194,6 +194,16 @@ def test_varied_equals_a_fresh_run_that_shares_the_prefix(tiny, prompts):
     assert not torch.equal(varied.bits[-1][0], varied.bits[-1][1])
 
 
+def test_varied_with_a_small_cache_grows_once_and_draws_the_same(tiny, prompts):
+    model, _ = tiny
+    done = start(model, prompts, n=2).step(until=len(SCHEDULE))
+    small = done.varied(index=1, scale=2, copies=2, seed=5, capacity_scales=3)
+    assert small.cache.capacity == 1 + 4 + 9  # the prefix only: the next step allocates what it needs
+    roomy = done.varied(index=1, scale=2, copies=2, seed=5)
+    grown, reference = small.step(until=len(SCHEDULE)), roomy.step(until=len(SCHEDULE))
+    assert all(torch.equal(a, b) for a, b in zip(grown.bits, reference.bits))
+
+
 def test_truncated_state_continues_like_the_original(tiny, prompts):
     model, _ = tiny
     two = start(model, prompts, n=2).step(until=2)
@@ -214,6 +224,17 @@ def test_forcing_every_scale_reproduces_the_given_bits(tiny, prompts):
     assert torch.equal(forced.summed, reference.summed)
     assert torch.allclose(forced.cache.k[:, :, :, :forced.cache_length],
                           reference.rebuilt_cache().k[:, :, :, :reference.cache_length])
+
+
+def test_forcing_several_scales_makes_room_for_them(tiny, prompts):
+    model, _ = tiny
+    feats, lens = prompts
+    reference = start(model, prompts, n=1).step(until=3)
+    tight = SearchState.start(model, feats, lens, SCHEDULE, PARAMS, 1, seed=7, capacity_scales=1)
+    forced = tight.forced(list(reference.bits))      # three scales into a cache with room for one
+    roomy = start(model, prompts, n=1).forced(list(reference.bits))
+    assert forced.cache.capacity >= 1 + 4 + 9
+    assert torch.equal(forced.step().bits[-1], roomy.step().bits[-1])
 
 
 def test_branching_inputs_are_checked(tiny, prompts):

@@ -138,10 +138,10 @@ class SearchState:
     def _room(self, capacity_scales: int | None) -> int:
         return self.geometry.starts[min(capacity_scales or self.geometry.num_scales, self.geometry.num_scales)]
 
-    def _owned_cache(self, capacity_scales: int | None = None) -> KVCache:
-        """A cache this state may append its next scale to: the shared one while this state is its frontier
-        and it has room, else a copy of the prefix with room for `capacity_scales` (default: all)."""
-        cache, needed = self.cache, self.geometry.starts[self.scale + 1]
+    def _owned_cache(self, capacity_scales: int | None = None, scales: int = 1) -> KVCache:
+        """A cache this state may append its next `scales` scales to: the shared one while this state is its
+        frontier and it has room, else a copy of the prefix with room for `capacity_scales` (default: all)."""
+        cache, needed = self.cache, self.geometry.starts[self.scale + scales]
         if cache.filled == self.cache_length and cache.capacity >= needed:
             return cache
         capacity = cache.capacity if cache.capacity >= needed else max(self._room(capacity_scales), needed)
@@ -272,7 +272,7 @@ class SearchState:
             raise ValueError(f"cannot force {len(bits)} scale(s) after scale {self.scale} of "
                              f"{self.geometry.num_scales}")
         g, model, n = self.geometry, self.model, self.num_candidates
-        cache = self._owned_cache(self.scale + len(bits))
+        cache = self._owned_cache(self.scale + len(bits), scales=len(bits))
         summed, next_in, new_bits = self.summed, self.next_in, []
         for offset, forced in enumerate(bits):
             si = self.scale + offset
@@ -312,14 +312,15 @@ class SearchState:
             raise ValueError("reseeding needs per-candidate streams (not the reference's shared generator)")
         return replace(self, streams=fresh_streams(seed, self.prompt_of), seed=seed)
 
-    def varied(self, index: int, scale: int, copies: int, seed: int) -> "SearchState":
+    def varied(self, index: int, scale: int, copies: int, seed: int,
+               capacity_scales: int | None = None) -> "SearchState":
         """`copies` new candidates that share candidate `index`'s scales 0..`scale` and continue with new
         seeds: late scales give subtle variations, early ones strong. The shared prefix is re-indexed, never
-        recomputed."""
+        recomputed. `capacity_scales`: room in the new cache, as in `select`."""
         if not 0 <= index < self.num_candidates:
             raise ValueError(f"candidate {index} does not exist: choose 0 to {self.num_candidates - 1}")
         if not 0 <= scale < self.scale:
             raise ValueError(f"scale {scale} has not been generated: choose 0 to {self.scale - 1}")
         if copies < 1:
             raise ValueError(f"need at least one variation, got {copies}")
-        return self.truncated(scale + 1).select([index] * copies).reseeded(seed)
+        return self.truncated(scale + 1).select([index] * copies, capacity_scales).reseeded(seed)

@@ -3,9 +3,13 @@
 Loaded only by the e2e harness (tests/e2e/conftest.py adds this folder to
 ComfyUI's custom_nodes search path); never part of the pack. They emit the
 traffic real TTS-VAR nodes will: progress with binary previews, a custom event,
-interrupt checks, and an exception.
+interrupt checks, and an exception. The TTSVARTest_State* nodes call the engine
+directly on the pack's candidates, so tests can compare a node's result with the
+engine's own operation on the same state, bit for bit.
 """
 
+import dataclasses
+import hashlib
 import time
 
 import comfy.model_management
@@ -66,7 +70,83 @@ class TTSVARTestFail:
         raise RuntimeError(f"e2e failure: {message}")
 
 
+class TTSVARTestStateDigest:
+    """Shows a candidate state in its ui: per candidate, a digest of its bits at every scale, its origin and
+    its prompt."""
+
+    CATEGORY = "TTS-VAR/e2e"
+    RETURN_TYPES = ()
+    FUNCTION = "run"
+    OUTPUT_NODE = True
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"candidates": ("TTSVAR_STATE",)}}
+
+    def run(self, candidates):
+        state = candidates.state
+        bits = [[hashlib.sha256(scale[i].cpu().contiguous().numpy().tobytes()).hexdigest()[:20]
+                 for scale in state.bits] for i in range(state.num_candidates)]
+        return {"ui": {"ttsvar_state": [{"scale": state.scale, "bits": bits, "origin": state.origin.tolist(),
+                                         "prompt_of": state.prompt_of.tolist()}]}}
+
+
+class TTSVARTestStateSelect:
+    """The engine's SearchState.select with the given indices ("0,3,5,5")."""
+
+    CATEGORY = "TTS-VAR/e2e"
+    RETURN_TYPES = ("TTSVAR_STATE",)
+    FUNCTION = "run"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"candidates": ("TTSVAR_STATE",), "indices": ("STRING", {"default": "0"})}}
+
+    def run(self, candidates, indices):
+        chosen = candidates.state.select([int(i) for i in indices.split(",")])
+        return (dataclasses.replace(candidates, state=chosen),)
+
+
+class TTSVARTestStateForce:
+    """The engine's SearchState.forced: candidates take scales 0..to_scale of candidate `index` of `source`."""
+
+    CATEGORY = "TTS-VAR/e2e"
+    RETURN_TYPES = ("TTSVAR_STATE",)
+    FUNCTION = "run"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"candidates": ("TTSVAR_STATE",), "source": ("TTSVAR_STATE",),
+                             "index": ("INT", {"default": 0, "min": 0}),
+                             "to_scale": ("INT", {"default": 0, "min": 0})}}
+
+    def run(self, candidates, source, index, to_scale):
+        prefix = [scale[index:index + 1] for scale in source.state.bits[:to_scale + 1]]
+        return (dataclasses.replace(candidates, state=candidates.state.forced(prefix)),)
+
+
+class TTSVARTestFloats:
+    """Shows a FLOAT list output (one that ComfyUI hands over as a list) in its ui."""
+
+    CATEGORY = "TTS-VAR/e2e"
+    RETURN_TYPES = ()
+    FUNCTION = "run"
+    OUTPUT_NODE = True
+    INPUT_IS_LIST = True
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"values": ("FLOAT", {"forceInput": True})}}
+
+    def run(self, values):
+        return {"ui": {"values": [float(v) for v in values]}}
+
+
 NODE_CLASS_MAPPINGS = {
     "TTSVARTest_Steps": TTSVARTestSteps,
     "TTSVARTest_Fail": TTSVARTestFail,
+    "TTSVARTest_StateDigest": TTSVARTestStateDigest,
+    "TTSVARTest_StateSelect": TTSVARTestStateSelect,
+    "TTSVARTest_StateForce": TTSVARTestStateForce,
+    "TTSVARTest_Floats": TTSVARTestFloats,
 }
