@@ -223,12 +223,18 @@ class ParityChecker:
         image = self.g[f"{run}.input_image"]
         with torch.no_grad():
             h, bits, z = self.vae.encode_bits(image, schedule)
-            self.add(f"{run}.h", h, f"{run}.h", "vae_z_atol")
+            # the encoder output before quantisation has its own tolerance (float32 convolutions differ
+            # by ~1e-5 between CPUs); golden files older than `vae_h_atol` judged it by `vae_z_atol`
+            self.add(f"{run}.h", h, f"{run}.h", "vae_h_atol" if self.tol.has("vae_h_atol") else "vae_z_atol")
             for i, b in enumerate(bits):
                 key = f"{run}.bits.s{i}"
                 if key in self.g:
                     wrong = int((b != self.g[key].to(torch.uint8)).sum())
-                    self.records.append(Record(key, float(wrong), "exact", wrong == 0, f"{wrong} bits differ"))
+                    allowed = self.tol.atol("vae_bits") if self.tol.has("vae_bits") else None
+                    shown = "-" if allowed is None else "exact" if allowed == 0 else f"{allowed:g}"
+                    self.records.append(Record(key, float(wrong), shown,
+                                               None if allowed is None else wrong <= allowed,
+                                               f"{wrong} bits differ"))
             self.add(f"{run}.z", z, f"{run}.z", "vae_z_atol")
             from .sampling import bits_to_codes
             summed = None
