@@ -255,6 +255,9 @@ def generate(model: Infinity, text_features: torch.Tensor, lens: list[int], sche
     return out
 
 
+PAD_TO_MULTIPLE = 128  # the official forward's `pad_to_multiplier`
+
+
 def block_causal_mask(geometry: Geometry, device=None) -> torch.Tensor:
     """[L, L] bool: a token of scale i sees every token of scales <= i (what the KV cache computes)."""
     scale_of = torch.repeat_interleave(torch.arange(geometry.num_scales),
@@ -278,6 +281,19 @@ def forward_full(model: Infinity, text_features, lens, schedule, next_inputs: li
     levels = torch.repeat_interleave(torch.arange(geometry.num_scales, device=model.device),
                                      torch.tensor([geometry.tokens(i) for i in range(geometry.num_scales)],
                                                   device=model.device))
-    hidden = model.forward_tokens(x, None, text, row_seq, geometry.rope_cos, geometry.rope_sin, None, 0,
-                                  attn_mask=block_causal_mask(geometry, model.device), level_index=levels)
-    return model.logits(hidden, text.sos[row_seq])
+    # The official forward pads the sequence to a multiple of 128 tokens: padded queries see token 0 only and
+    # no real token sees them. That changes no real value mathematically, but it changes the attention kernels'
+    # shapes and so the last bits (~1e-5 in logits, more where a bf16 rounding flips): pad the same way.
+    length = x.shape[1]
+    pad = -length % PAD_TO_MULTIPLE
+    mask, cos, sin = block_causal_mask(geometry, model.device), geometry.rope_cos, geometry.rope_sin
+    if pad:
+        x = F.pad(x, (0, 0, 0, pad))
+        levels = F.pad(levels, (0, pad))  # padded rows never reach a real row, whatever they hold
+        cos, sin = F.pad(cos, (0, 0, 0, pad)), F.pad(sin, (0, 0, 0, pad))  # the official table pads with 0
+        padded = torch.zeros(length + pad, length + pad, dtype=torch.bool, device=mask.device)
+        padded[:length, :length] = mask
+        padded[length:, 0] = True
+        mask = padded
+    hidden = model.forward_tokens(x, None, text, row_seq, cos, sin, None, 0, attn_mask=mask, level_index=levels)
+    return model.logits(hidden[:, :length], text.sos[row_seq])

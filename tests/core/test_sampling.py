@@ -5,9 +5,13 @@ import torch
 import torch.nn.functional as F
 
 from ttsvar_core import infinity
+import torch.nn.functional as F
+
+from ttsvar_core import infinity
 from ttsvar_core.checkpoints import build_random
 from ttsvar_core.config import PRESETS
-from ttsvar_core.sampling import (SamplingParams, decode_images, forward_full, generate, to_uint8)
+from ttsvar_core.sampling import (Geometry, SamplingParams, block_causal_mask, decode_images, forward_full, generate,
+                                  to_uint8)
 from ttsvar_core.tiny_models import TINY_PATCHIFY
 
 SCHEDULE = [(1, 1), (2, 2), (3, 3), (4, 4)]
@@ -115,3 +119,41 @@ def test_cross_attention_matches_the_reference_per_sequence_call():
         k, v = (infinity.round_bf16(torch.randn(2, text_len, 32, generator=g)) for _ in range(2))
         reference = torch.stack([infinity.round_bf16(F.scaled_dot_product_attention(q[i], k, v)) for i in range(rows)])
         assert torch.equal(attention.attend(q, k, v), reference), (rows, length, text_len)
+
+
+def test_cross_attention_matches_the_reference_per_sequence_call():
+    """The float32 reference attends one sequence at a time with 3-D tensors (PyTorch's math backend on CPU);
+    the fused kernel a batched 4-D call picks differs in the last bit, and the bf16 rounding of the output
+    turns that into 1e-4-sized logit differences. Rows of one sequence must give the reference's bits."""
+    attention = infinity.CrossAttention(64, 64, 2)
+    g = torch.Generator().manual_seed(0)
+    for rows, length, text_len in ((2, 36, 11), (3, 12, 5), (2, 1, 7)):
+        q = infinity.round_bf16(torch.randn(rows, 2, length, 32, generator=g))
+        k, v = (infinity.round_bf16(torch.randn(2, text_len, 32, generator=g)) for _ in range(2))
+        reference = torch.stack([infinity.round_bf16(F.scaled_dot_product_attention(q[i], k, v)) for i in range(rows)])
+        assert torch.equal(attention.attend(q, k, v), reference), (rows, length, text_len)
+
+
+def test_single_pass_pads_the_sequence_like_the_official_forward(tiny, monkeypatch):
+    """Infinity.forward pads the sequence to a multiple of 128 (padded queries see token 0, no real query sees
+    a padded key). Mathematically a no-op; bitwise it is what makes the single pass equal the reference."""
+    model, _ = tiny
+    feats, lens = text([4, 7])
+    params = SamplingParams(cfg=3.0, tau=0.5)
+    run = generate(model, feats, lens, SCHEDULE, params, generator=torch.Generator().manual_seed(1), record=True)
+    calls, sdpa = [], F.scaled_dot_product_attention
+    def spy(q, k, v, attn_mask=None, **kw):
+        if attn_mask is not None:  # self-attention of the single pass
+            calls.append((q.shape[-2], k.shape[-2], attn_mask))
+        return sdpa(q, k, v, attn_mask=attn_mask, **kw)
+    monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
+    full = forward_full(model, feats, lens, SCHEDULE, run.next_inputs, guided=True)
+    real = 1 + 4 + 9 + 16
+    assert full.shape[1] == real
+    assert len(calls) == PRESETS["tiny"].depth
+    causal = block_causal_mask(Geometry.build(model, SCHEDULE))
+    for queries, keys, mask in calls:
+        assert queries == keys == 128
+        assert torch.equal(mask[:real, :real], causal)
+        assert not mask[:real, real:].any()
+        assert mask[real:, 0].all() and not mask[real:, 1:].any()
