@@ -112,11 +112,19 @@ def row_layout(prompt_of_candidate: torch.Tensor, num_prompts: int, guided: bool
 
 
 def scale_forward(model: Infinity, geometry: Geometry, si: int, tokens: torch.Tensor, text: TextCondition,
-                  row_seq: torch.Tensor, cache: KVCache | None, start: int) -> torch.Tensor:
-    """Raw logits [rows, h*w, 2d] of scale si for embedded tokens [rows, h*w, C]."""
+                  row_seq: torch.Tensor, cache: KVCache | None, start: int,
+                  head_rows: int | None = None) -> torch.Tensor:
+    """Raw logits [rows, h*w, 2d] of scale si for embedded tokens [rows, h*w, C]; with `head_rows` only the
+    first head_rows rows go through the head (all rows still fill the KV cache)."""
     cos, sin = geometry.rope(si)
     hidden = model.forward_tokens(tokens, si, text, row_seq, cos, sin, cache, start)
-    return model.logits(hidden, text.sos[row_seq])
+    return model.logits(hidden[:head_rows], text.sos[row_seq[:head_rows]])
+
+
+def head_rows_at(params: "SamplingParams", si: int, n: int, guided: bool) -> int | None:
+    """At a cfg-1 scale of a guided run the official head runs on the n conditional rows only. A head on
+    all rows gives the same logits mathematically but not bitwise (the matmul shapes differ)."""
+    return n if guided and params.cfg_at(si) == 1 else None
 
 
 def guide_logits(raw: torch.Tensor, n: int, cfg: float, tau: float, guided: bool) -> torch.Tensor:
@@ -234,7 +242,8 @@ def generate(model: Infinity, text_features: torch.Tensor, lens: list[int], sche
     tokens = model.scale0_tokens(text.sos[row_seq])
     summed, out = None, PlainResult(bits=[], summed_codes=None)
     for si in range(geometry.num_scales):
-        raw = scale_forward(model, geometry, si, tokens, text, row_seq, cache, geometry.starts[si])
+        raw = scale_forward(model, geometry, si, tokens, text, row_seq, cache, geometry.starts[si],
+                            head_rows_at(params, si, n, guided))
         logits = guide_logits(raw, n, params.cfg_at(si), params.tau_at(si), guided)
         bits = latent_bits(sample_bits(logits, params, generator), geometry, si)
         if record:

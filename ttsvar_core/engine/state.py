@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from ..infinity import Infinity, TextCondition
 from ..kv_cache import CacheRef, KVCache
 from ..sampling import (Geometry, SamplingParams, accumulate, bits_to_codes, build_text, decode_images,
-                        guide_logits, latent_bits, next_input, row_layout, sample_bits, scale_forward, to_uint8)
+                        guide_logits, head_rows_at, latent_bits, next_input, row_layout, sample_bits, scale_forward,
+                        to_uint8)
 from .streams import Stream, derive_seed
 
 
@@ -151,7 +152,8 @@ class SearchState:
     def _step_one(self, capacity_scales: int | None = None) -> "SearchState":
         si, model, g = self.scale, self.model, self.geometry
         cache = self._owned_cache(capacity_scales)
-        raw = scale_forward(model, g, si, self._tokens(), self.text, self.row_seq(), cache, g.starts[si])
+        raw = scale_forward(model, g, si, self._tokens(), self.text, self.row_seq(), cache, g.starts[si],
+                            head_rows_at(self.params, si, self.num_candidates, self.guided))
         cache.filled = g.starts[si + 1]
         logits = guide_logits(raw, self.num_candidates, self.params.cfg_at(si), self.params.tau_at(si), self.guided)
         device = logits.device
