@@ -2,6 +2,7 @@
 import json
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -67,6 +68,18 @@ def test_manifest_mismatch_is_reported(tmp_path, manifests):
     assert torch.tensor(records[0].diff) == 1
 
 
+def test_patchify_negative_prompt_golden_passes(capsys, patchify_golden_path):
+    """Second golden set: the 8B code path (2x2 latent pixels per token), explicit negative prompts, per-scale
+    cfg that is 1 at scale 0 (the official head then sees the B conditional rows only), a tau list, two
+    aspect ratios."""
+    assert parity.main([str(patchify_golden_path)]) == 0
+    out = capsys.readouterr().out
+    for record in ("tf.raw_logits.s0", "tf_full.raw_logits", "gen_cfg3.bits.s6", "gen_sampled.bits.s6",
+                   "gen_wide_cfg3.summed_codes", "vae_io.h", "vae_io.recon_from_bits"):
+        assert f"{record} " in out
+    assert " 0 failed" in out
+
+
 def load_checker(path: Path, meta: dict | None = None) -> parity.ParityChecker:
     return parity.ParityChecker(path, meta or json.loads(path.with_suffix(".json").read_text()))
 
@@ -86,3 +99,30 @@ def test_vae_encoder_output_has_its_own_tolerance(golden_path):
     meta["tolerances"]["vae_h_atol"] = 1e-9
     records = vae_records(golden_path, meta)
     assert records["vae_io.h"].passed is False and records["vae_io.z"].passed
+
+
+def test_greedy_bit_margins_follow_the_patchify_layout(patchify_golden_path):
+    """With spatial patchify the logits are per token (4d bits: 2x2 latent pixels) and the golden bits per latent
+    pixel; the near-tie margin of a bit must come from that bit's own logits, not from a reshape."""
+    checker = load_checker(patchify_golden_path)
+    run, si = "gen_cfg3", 6
+    params = checker.meta["run_params"][run]
+    golden = checker.g[f"{run}.bits.s{si}"].to(torch.uint8)  # [B, 1, 2h, 2w, d]
+    logits = checker.g[f"{run}.cfg_logits.s{si}"]  # [B, h*w*4d, 2]
+    (h, w), d = checker.schedule(params)[si], golden.shape[-1]
+    # bit c of latent pixel (y, x) is channel c*4 + 2*(y%2) + x%2 of token (y//2, x//2) (pixel_shuffle(2))
+    y, x, c = torch.meshgrid(torch.arange(2 * h), torch.arange(2 * w), torch.arange(d), indexing="ij")
+    tokens = (logits[..., 1] - logits[..., 0]).reshape(golden.shape[0], h, w, 4 * d)
+    margin = tokens[:, y // 2, x // 2, c * 4 + 2 * (y % 2) + x % 2].unsqueeze(1)
+    # the greedy golden bits are the sign of their own margins
+    assert torch.equal((margin > 0)[margin != 0], golden.bool()[margin != 0])
+
+    threshold = checker.tol.margin("greedy_bits")
+    near_tie, decided = (margin.abs() <= threshold).nonzero()[0], (margin.abs() > threshold).nonzero()[0]
+    for flipped, passes in ((near_tie, True), (decided, False)):
+        ours = golden.clone()
+        ours[tuple(flipped)] ^= 1
+        checker.records.clear()
+        checker.check_bits(run, params, si, SimpleNamespace(sampled_bits={si: ours}))
+        assert checker.records[-1].passed is passes, checker.records[-1]
+    assert torch.equal(parity.latent_margins(logits, (h, w), golden.shape, True), margin)
