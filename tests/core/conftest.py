@@ -5,6 +5,8 @@ import pytest
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 GOLDEN = DATA / "golden" / "infinity_tiny_golden.safetensors"
+# Infinity-8B code path (spatial patchify), negative prompts, per-scale cfg starting at 1, tau list, 2 ratios
+GOLDEN_PATCHIFY = DATA / "golden" / "infinity_tiny_patchify_neg_golden.safetensors"
 MANIFESTS = sorted((DATA / "manifests").glob("*.json"))
 
 
@@ -36,6 +38,11 @@ def data_dir():
 @pytest.fixture(scope="session")
 def golden_path():
     return GOLDEN
+
+
+@pytest.fixture(scope="session")
+def patchify_golden_path():
+    return GOLDEN_PATCHIFY
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .config import InfinityConfig
 from .kv_cache import KVCache
@@ -160,9 +161,14 @@ class CrossAttention(nn.Module):
     def attend(self, q, k, v):
         """q [n, H, L, hd] against one sequence's k, v [H, T, hd]."""
         n = q.shape[0]
-        out = F.scaled_dot_product_attention(q, k.unsqueeze(0).expand(n, -1, -1, -1),
-                                             v.unsqueeze(0).expand(n, -1, -1, -1))
-        return round_bf16(out)
+        k, v = k.unsqueeze(0).expand(n, -1, -1, -1), v.unsqueeze(0).expand(n, -1, -1, -1)
+        if q.device.type == "cpu":
+            # The float32 reference attends one sequence at a time with 3-D tensors, which PyTorch's CPU
+            # SDPA runs on its math backend; the fused CPU kernel differs in the last bit, and after the
+            # bf16 rounding below that moves logits by up to ~3e-4. Same backend, same bits.
+            with sdpa_kernel(SDPBackend.MATH):
+                return round_bf16(F.scaled_dot_product_attention(q, k, v))
+        return round_bf16(F.scaled_dot_product_attention(q, k, v))
 
     def pool(self, memory: torch.Tensor, offsets: list[int]) -> torch.Tensor:
         k, v = self.keys_values(memory)

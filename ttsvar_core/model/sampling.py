@@ -131,6 +131,12 @@ def scale_tokens(model: Infinity, text: TextCondition, row_seq: torch.Tensor, ne
     return tokens.repeat(row_seq.shape[0] // tokens.shape[0], 1, 1)
 
 
+def head_rows_at(params: "SamplingParams", si: int, n: int, guided: bool) -> int | None:
+    """At a cfg-1 scale of a guided run the official head runs on the n conditional rows only. A head on
+    all rows gives the same logits mathematically but not bitwise (the matmul shapes differ)."""
+    return n if guided and params.cfg_at(si) == 1 else None
+
+
 def guide_logits(raw: torch.Tensor, n: int, cfg: float, tau: float, guided: bool) -> torch.Tensor:
     """Temperature then CFG on logits: [n, h*w*d, 2] for the sampler."""
     if guided and cfg != 1:
@@ -258,7 +264,8 @@ def scale_step(model: Infinity, geometry: Geometry, si: int, text: TextCondition
         cache.filled = geometry.starts[si + 1]
     raw = logits = sampled = None
     if draw:
-        raw = model.logits(hidden, text.sos[row_seq])
+        head = head_rows_at(params, si, n, guided)
+        raw = model.logits(hidden[:head], text.sos[row_seq[:head]])
         logits = guide_logits(raw, n, params.cfg_at(si), params.tau_at(si), guided)
         sampled = latent_bits(sample_bits(logits, params, generators), geometry, si)
     if forced_bits is None:
@@ -316,6 +323,9 @@ def generate(model: Infinity, text_features: torch.Tensor, lens: list[int], sche
     return out
 
 
+PAD_TO_MULTIPLE = 128  # the official forward's `pad_to_multiplier`
+
+
 def block_causal_mask(geometry: Geometry, device=None) -> torch.Tensor:
     """[L, L] bool: a token of scale i sees every token of scales <= i (what the KV cache computes)."""
     scale_of = torch.repeat_interleave(torch.arange(geometry.num_scales),
@@ -339,6 +349,19 @@ def forward_full(model: Infinity, text_features, lens, schedule, next_inputs: li
     levels = torch.repeat_interleave(torch.arange(geometry.num_scales, device=model.device),
                                      torch.tensor([geometry.tokens(i) for i in range(geometry.num_scales)],
                                                   device=model.device))
-    ctx = ScaleContext(text, row_seq, geometry.rope_cos, geometry.rope_sin, level=levels,
-                       attn_mask=block_causal_mask(geometry, model.device))
-    return model.logits(model.forward_tokens(x, ctx), text.sos[row_seq])
+    # The official forward pads the sequence to a multiple of 128 tokens: padded queries see token 0 only and
+    # no real token sees them. That changes no real value mathematically, but it changes the attention kernels'
+    # shapes and so the last bits (~1e-5 in logits, more where a bf16 rounding flips): pad the same way.
+    length = x.shape[1]
+    pad = -length % PAD_TO_MULTIPLE
+    mask, cos, sin = block_causal_mask(geometry, model.device), geometry.rope_cos, geometry.rope_sin
+    if pad:
+        x = F.pad(x, (0, 0, 0, pad))
+        levels = F.pad(levels, (0, pad))  # padded rows never reach a real row, whatever they hold
+        cos, sin = F.pad(cos, (0, 0, 0, pad)), F.pad(sin, (0, 0, 0, pad))  # the official table pads with 0
+        padded = torch.zeros(length + pad, length + pad, dtype=torch.bool, device=mask.device)
+        padded[:length, :length] = mask
+        padded[length:, 0] = True
+        mask = padded
+    hidden = model.forward_tokens(x, ScaleContext(text, row_seq, cos, sin, level=levels, attn_mask=mask))
+    return model.logits(hidden[:, :length], text.sos[row_seq])
