@@ -127,6 +127,8 @@ def test_check_inputs_names_what_is_wrong(tiny, prompts, reward):
         (request(prompts, bon, reward, seed=-1), "seed"),
         (request(prompts, schedule_for("bon", 2, 4), reward), "4 entries"),
         (SearchRequest(good.prompts, SCHEDULE, SamplingParams(tau=0.0), bon, scorers=Scorers(reward)), "tau"),
+        (SearchRequest(good.prompts, tuple((i, i) for i in range(1, 17)), SamplingParams(), bon,
+                       scorers=Scorers(reward)), "scale embeddings for 15"),
     ]
     for bad, message in cases:
         with pytest.raises(ValueError, match=message):

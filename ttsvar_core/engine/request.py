@@ -60,7 +60,7 @@ class SearchRequest:
                              "encoder")
         if not 0 <= self.seed <= MAX_SEED:
             raise ValueError(f"the seed must be within 0..{MAX_SEED}, got {self.seed}")
-        validate_schedule(self.image_schedule)
+        validate_schedule(self.image_schedule, model.cfg.num_levels)
         self.sampling.validate(self.num_scales)
         self.batch.validate(self.num_scales)
         need_reward, need_features = self.batch.needs()

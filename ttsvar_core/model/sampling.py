@@ -60,7 +60,7 @@ class Geometry:
 
     @classmethod
     def build(cls, model: Infinity, schedule) -> "Geometry":
-        schedule = validate_schedule(schedule)
+        schedule = validate_schedule(schedule, model.cfg.num_levels)
         cos, sin = rope_cos_sin(schedule, model.cfg.head_dim, device=model.device)
         starts = [0]
         for h, w in schedule:
