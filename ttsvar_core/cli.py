@@ -122,7 +122,7 @@ def run_generate(args) -> int:
     params = SamplingParams(cfg=args.cfg, tau=args.tau, top_k=args.top_k, top_p=args.top_p)
     request = SearchRequest(pipe.encode(args.prompt, args.negative_prompt), tuple(schedule), params, batch,
                             seed=args.seed, scorers=Scorers(reward, extractor),
-                            options=RunOptions(shared_generator=args.shared_generator)).check_inputs(pipe.model)
+                            options=RunOptions(shared_generator=args.shared_generator)).check_inputs(pipe.model, pipe.vae)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     with tqdm(total=len(schedule), desc=f"{args.strategy} N={args.n}", unit="scale") as bar:

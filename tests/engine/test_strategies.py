@@ -112,11 +112,11 @@ def test_events_are_typed_and_in_order(tiny, prompts, reward, extractor):
 
 
 def test_check_inputs_names_what_is_wrong(tiny, prompts, reward):
-    model, _ = tiny
+    model, vae = tiny
     feats, lens = prompts
     bon = schedule_for("bon", 2, len(SCHEDULE))
     good = request(prompts, bon, reward)
-    assert good.check_inputs(model) is good
+    assert good.check_inputs(model, vae) is good
     cases = [
         (SearchRequest(Prompts(("p0",), feats, tuple(lens)), SCHEDULE, SamplingParams(), bon,
                        scorers=Scorers(reward)), "prompt texts"),
@@ -132,4 +132,4 @@ def test_check_inputs_names_what_is_wrong(tiny, prompts, reward):
     ]
     for bad, message in cases:
         with pytest.raises(ValueError, match=message):
-            bad.check_inputs(model)
+            bad.check_inputs(model, vae)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from ..model.sampling import SamplingParams
 from ..model.text import Prompts
 from ..model.schedules import validate_schedule
+from .memory import check_memory
 from .schedule import BatchSchedule
 
 MAX_SEED = 2 ** 63 - 1
@@ -45,8 +46,9 @@ class SearchRequest:
     def num_scales(self) -> int:
         return len(self.image_schedule)
 
-    def check_inputs(self, model) -> "SearchRequest":
-        """Every check a search needs before it allocates anything; raises ValueError saying what to change."""
+    def check_inputs(self, model, vae) -> "SearchRequest":
+        """Every check a search needs before it allocates anything, the memory it will need last; raises
+        ValueError (NotEnoughMemory for memory) saying what to change."""
         if not self.prompts.texts:
             raise ValueError("no prompt given: give at least one prompt")
         for text in self.prompts.texts:
@@ -71,4 +73,5 @@ class SearchRequest:
             raise ValueError("this batch schedule clusters candidates: give a feature extractor")
         if self.options.decode_chunk < 1:
             raise ValueError(f"decode_chunk must be >= 1, got {self.options.decode_chunk}")
+        check_memory(model, vae, self)
         return self

@@ -53,40 +53,39 @@ def visiting(device, enabled: bool, *parts):
 def run_search(model, vae, request: SearchRequest, on_event: EventHandler | None = None) -> SearchResult:
     """Runs a whole batch schedule. `on_event` sees every scale, selection and the end (events.py); raising
     from it stops the run."""
-    request.check_inputs(model)
+    request.check_inputs(model, vae)
     batch, image_schedule, options = request.batch, request.image_schedule, request.options
     reward, extractor = request.scorers.reward, request.scorers.features
     prompts = list(request.prompts.texts)
     emit = on_event or (lambda event: None)
     idle = lambda *parts: visiting(model.device, options.offload_idle, *parts)  # noqa: E731
-    # each batch size only needs cache room until the next selection replaces its cache
-    selections = sorted(batch.cluster_scales + batch.resample_scales)
-    room = lambda si: next((e + 1 for e in selections if e > si), len(image_schedule))  # noqa: E731
+    scales = len(image_schedule)
     state = SearchState.start(model, request.prompts.features, list(request.prompts.lens), image_schedule,
                               request.sampling, batch.sizes[0], seed=request.seed, negative=request.prompts.negative,
-                              shared_generator=options.shared_generator, capacity_scales=room(-1))
+                              shared_generator=options.shared_generator, capacity_scales=batch.cache_room(-1, scales))
     per_token = pixels_per_token(model.cfg, vae.cfg)
     full_side = max(image_schedule[-1]) * per_token
     final_images = min(batch.sizes[-1] * len(prompts), options.decode_chunk)
     policy = batch.decode_policy
 
     trace = {"seed": request.seed, "sizes": list(batch.sizes), "scales": [], "events": []}
-    for si in range(len(image_schedule)):
+    for si in range(scales):
         state = state.step()
         trace["scales"].append({"scale": si, "live": state.num_candidates})
         emit(ScaleDone(si, state))
-        event, per_prompt = batch.event(si), batch.sizes[si]
+        event, per_prompt = batch.selection_at(si), batch.sizes[si]
         side = policy.side_at(si, image_schedule, per_token)
         decode = {"decode_side": side, "decode_chunk": policy.chunk(side, full_side, final_images)}
         before = state
-        if event == "cluster" and per_prompt < state.num_candidates // state.num_prompts:
+        if event == "cluster":
             with idle(vae, extractor):
                 state, record = cluster_step(state, vae, extractor, per_prompt, batch.feature_mode,
-                                             capacity_scales=room(si), release_input=True, **decode)
+                                             capacity_scales=batch.cache_room(si, scales), release_input=True, **decode)
         elif event == "resample":
             with idle(vae, reward):
                 state, record = resample_step(state, vae, reward, prompts, per_prompt, batch.potential, batch.lam,
-                                              capacity_scales=room(si), release_input=True, **decode)
+                                              capacity_scales=batch.cache_room(si, scales), release_input=True,
+                                              **decode)
         else:
             continue
         trace["events"].append(record.to_json())
