@@ -6,6 +6,7 @@ that does not depend on how the values were typed lives here, so each mistake ha
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 from ..model.sampling import SamplingParams
 from ..model.text import Prompts
@@ -30,6 +31,8 @@ class RunOptions:
     decode_chunk: int = 8            # final images decoded this many at a time
     offload_idle: bool = False       # VAE and scorers visit the model's device only while they work
     shared_generator: bool = False   # one generator for all candidates, as the reference (parity runs)
+    # cancellation: called before every scale, decode chunk and scorer batch; it raises to stop the run
+    should_stop: Callable[[], None] | None = None
 
 
 @dataclass(frozen=True, eq=False)

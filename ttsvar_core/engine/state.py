@@ -225,8 +225,9 @@ class SearchState:
 
     # ---- images ---------------------------------------------------------------------------------------
     @torch.no_grad()
-    def decode(self, vae, chunk: int = 8, max_side: int | None = None) -> torch.Tensor:
+    def decode(self, vae, chunk: int = 8, max_side: int | None = None, should_stop=None) -> torch.Tensor:
         """uint8 RGB images [N, H, W, 3] of the current (partial) code sums, decoded once per state.
+        `should_stop()` runs before every chunk and raises to cancel.
 
         `max_side`: decode a latent area-downsampled so the image side is at most this many pixels.
         Reward and feature models look at 224 px images, so selections need no 1024 px decode; it costs
@@ -240,7 +241,7 @@ class SearchState:
             size = decode_grid(h, w, vae.cfg.patch_size, max_side)
             if size != (h, w):
                 summed = F.interpolate(summed, size=(1, *size), mode="area")
-            self.memo[key] = to_uint8(decode_images(vae, summed, chunk)).cpu()
+            self.memo[key] = to_uint8(decode_images(vae, summed, chunk, should_stop)).cpu()
         return self.memo[key]
 
     @torch.no_grad()

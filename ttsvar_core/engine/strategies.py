@@ -68,14 +68,17 @@ def run_search(model, vae, request: SearchRequest, on_event: EventHandler | None
     final_images = min(batch.sizes[-1] * len(prompts), options.decode_chunk)
     policy = batch.decode_policy
 
+    stop = options.should_stop or (lambda: None)
     trace = {"seed": request.seed, "sizes": list(batch.sizes), "scales": [], "events": []}
     for si in range(scales):
+        stop()
         state = state.step()
         trace["scales"].append({"scale": si, "live": state.num_candidates})
         emit(ScaleDone(si, state))
         event, per_prompt = batch.selection_at(si), batch.sizes[si]
         side = policy.side_at(si, image_schedule, per_token)
-        decode = {"decode_side": side, "decode_chunk": policy.chunk(side, full_side, final_images)}
+        decode = {"decode_side": side, "decode_chunk": policy.chunk(side, full_side, final_images),
+                  "should_stop": options.should_stop}
         before = state
         if event == "cluster":
             with idle(vae, extractor):
@@ -94,8 +97,8 @@ def run_search(model, vae, request: SearchRequest, on_event: EventHandler | None
     mode = batch.final if reward is not None else "none"
     with idle(vae, reward):
         state, picks, record = final_pick(state, vae, reward if batch.score_final else None, prompts, mode,
-                                          batch.lam, options.decode_chunk)
-        images = state.decode(vae, options.decode_chunk)
+                                          batch.lam, options.decode_chunk, options.should_stop)
+        images = state.decode(vae, options.decode_chunk, should_stop=options.should_stop)
     trace["events"].append(record.to_json())
     trace["picks"] = picks
     emit(SearchDone(record, state))

@@ -195,10 +195,16 @@ def next_input(summed: torch.Tensor, geometry: Geometry, si: int) -> torch.Tenso
     return x.reshape(*x.shape[:2], -1).permute(0, 2, 1)
 
 
-def decode_images(vae, summed: torch.Tensor, chunk: int = 8) -> torch.Tensor:
-    """Summed codes [n, d, 1, H, W] -> images in [-1, 1] [n, 3, pH, pW], decoded `chunk` at a time."""
+def decode_images(vae, summed: torch.Tensor, chunk: int = 8, should_stop=None) -> torch.Tensor:
+    """Summed codes [n, d, 1, H, W] -> images in [-1, 1] [n, 3, pH, pW], decoded `chunk` at a time.
+    `should_stop()` runs before every chunk and raises to cancel (a large decode takes minutes)."""
     z = summed.squeeze(-3)
-    return torch.cat([vae.decode(z[i:i + chunk].to(vae.device)) for i in range(0, z.shape[0], chunk)], 0)
+    parts = []
+    for i in range(0, z.shape[0], chunk):
+        if should_stop is not None:
+            should_stop()
+        parts.append(vae.decode(z[i:i + chunk].to(vae.device)))
+    return torch.cat(parts, 0)
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
