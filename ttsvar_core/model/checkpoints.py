@@ -275,7 +275,9 @@ def _load_strict(model: torch.nn.Module, src: TensorSource, name_map: dict[str, 
         if adapt and k in adapt:
             tensor = adapt[k](tensor)
         target = tensor.dtype if not tensor.is_floating_point() else dtype_of(k)
-        state[k] = tensor.to(device=device, dtype=target)
+        # always a copy: a CPU tensor of the right dtype would otherwise stay memory-mapped from the file
+        # (files.in_process_memory says why that must not happen)
+        state[k] = tensor.to(device=device, dtype=target, copy=True)
     model.load_state_dict(state, strict=True, assign=True)
     return model
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from .files import HF_WEIGHT_FILES as WEIGHT_FILES
+from .files import in_process_memory
 
 TOKENIZER_FILES = ("tokenizer.json", "spiece.model")
 
@@ -64,7 +65,7 @@ class TextEncoder:
         # the official pipeline runs T5 in fp16; fp16 matmuls are slow or missing on CPU
         self.dtype = dtype or (torch.float16 if self.device.type == "cuda" else torch.float32)
         self.model = T5EncoderModel.from_pretrained(str(self.folder), dtype=self.dtype, local_files_only=True)
-        self.model.to(self.device).eval().requires_grad_(False)
+        in_process_memory(self.model.to(self.device).eval().requires_grad_(False))
         self.tokenizer = load_tokenizer(self.folder, self.model.config.vocab_size)
         self.max_length = max_length
 

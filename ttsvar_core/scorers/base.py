@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 from ..model.dtypes import parse_dtype
+from ..model.files import in_process_memory
 from .images import ImageBatch, ImagesLike
 
 # Rough peak activation memory of one image in a batch, in float32: an upper bound for the shipped models
@@ -44,6 +45,8 @@ class _Hosted:
         self.max_batch = resolve_max_batch(max_batch)
         self._offloaded = True
         self._place(self.device)
+        for module in modules.values():  # CPU weights must not stay memory-mapped from their file
+            in_process_memory(module)
 
     @property
     def is_offloaded(self) -> bool:
