@@ -90,3 +90,9 @@ def test_schedule_validation_refuses_what_the_model_cannot_run():
     with pytest.raises(ValueError, match="16 scales but the model has scale embeddings for 15"):
         validate_schedule(sixteen, num_levels=15)
     assert validate_schedule(sixteen[:15], num_levels=15) == sixteen[:15]
+
+
+@pytest.mark.parametrize("ratio", [float("inf"), float("nan"), 0.0, -1.0])
+def test_aspect_ratios_that_are_no_shape_are_refused(ratio):
+    with pytest.raises(ValueError, match="positive finite number"):
+        get_schedule(ratio, "1M")

@@ -124,6 +124,8 @@ def test_check_inputs_names_what_is_wrong(tiny, prompts, reward):
                        scorers=Scorers(reward)), "empty"),
         (SearchRequest(Prompts(("p0", "p1"), feats[:, :3], tuple(lens)), SCHEDULE, SamplingParams(), bon,
                        scorers=Scorers(reward)), "text features"),
+        (SearchRequest(Prompts(("p0", "a \ud800"), feats, tuple(lens)), SCHEDULE, SamplingParams(), bon,
+                       scorers=Scorers(reward)), "prompt 2 holds an invalid character"),
         (request(prompts, bon, reward, seed=-1), "seed"),
         (request(prompts, schedule_for("bon", 2, 4), reward), "4 entries"),
         (SearchRequest(good.prompts, SCHEDULE, SamplingParams(tau=0.0), bon, scorers=Scorers(reward)), "tau"),

@@ -9,10 +9,11 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ..model.sampling import SamplingParams
-from ..model.text import Prompts
+from ..model.text import Prompts, check_text
 from ..model.schedules import validate_schedule
 from .memory import check_memory
 from .schedule import BatchSchedule
+from .text_inputs import check_prompt
 
 MAX_SEED = 2 ** 63 - 1
 
@@ -54,9 +55,9 @@ class SearchRequest:
         ValueError (NotEnoughMemory for memory) saying what to change."""
         if not self.prompts.texts:
             raise ValueError("no prompt given: give at least one prompt")
-        for text in self.prompts.texts:
-            if not text.strip():
-                raise ValueError("a prompt is empty: type what the image should show")
+        for i, text in enumerate(self.prompts.texts):
+            check_prompt(text, f"prompt {i + 1}" if len(self.prompts.texts) > 1 else "the prompt")
+        check_text(self.prompts.negative_text, "the negative prompt")
         if len(self.prompts.lens) != len(self.prompts.texts):
             raise ValueError(f"{len(self.prompts.texts)} prompt texts for {len(self.prompts.lens)} encoded prompts")
         if self.prompts.channels != model.cfg.text_channels:

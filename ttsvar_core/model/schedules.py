@@ -1,6 +1,8 @@
 """Scale schedules (aspect-ratio templates x pixel budgets) and 2-D RoPE positions."""
 from __future__ import annotations
 
+import math
+
 import torch
 
 # 13 scales (h, w) of the 1M schedule of each template with h/w >= 1; the reciprocal ratios are transposes.
@@ -46,8 +48,8 @@ SCHEDULES_1M: dict[str, list[tuple[int, int]]] = {r: _schedule_1m(r) for r in AS
 
 def snap_aspect_ratio(h_div_w: float) -> str:
     """The official snapping: nearest template by absolute difference, first on ties."""
-    if not h_div_w > 0:
-        raise ValueError(f"aspect ratio h/w must be positive, got {h_div_w}")
+    if not 0 < h_div_w < math.inf:
+        raise ValueError(f"the aspect ratio h/w must be a positive finite number (e.g. 1.0, 0.75), got {h_div_w}")
     return min(ASPECT_RATIOS, key=lambda r: abs(float(r) - h_div_w))
 
 

@@ -2,19 +2,33 @@
 from __future__ import annotations
 
 import json
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from .files import HF_WEIGHT_FILES as WEIGHT_FILES
-from .files import in_process_memory
+from .files import in_process_memory, unreadable_weights
 
 TOKENIZER_FILES = ("tokenizer.json", "spiece.model")
 
 
 class TextEncoderError(ValueError):
     pass
+
+
+def check_text(text: str, what: str = "the prompt") -> None:
+    """Refuses text the tokenizer cannot take: a lone surrogate (half of a UTF-16 pair, from a broken paste
+    or a JSON escape such as \\ud800) is no character at all, and the tokenizer fails on it with a TypeError."""
+    if not isinstance(text, str):
+        raise TextEncoderError(f"{what} must be text, got {type(text).__name__}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise TextEncoderError(f"{what} holds an invalid character at position {e.start} ({text[e.start]!r}, half "
+                               "of a UTF-16 surrogate pair, often from a broken copy and paste): retype that part "
+                               "of the prompt") from None
 
 
 def check_folder(folder: Path) -> None:
@@ -64,7 +78,11 @@ class TextEncoder:
         self.device = torch.device(device)
         # the official pipeline runs T5 in fp16; fp16 matmuls are slow or missing on CPU
         self.dtype = dtype or (torch.float16 if self.device.type == "cuda" else torch.float32)
-        self.model = T5EncoderModel.from_pretrained(str(self.folder), dtype=self.dtype, local_files_only=True)
+        from safetensors import SafetensorError
+        try:
+            self.model = T5EncoderModel.from_pretrained(str(self.folder), dtype=self.dtype, local_files_only=True)
+        except (pickle.UnpicklingError, SafetensorError, EOFError) as e:
+            raise TextEncoderError(unreadable_weights(self.folder, e)) from e
         in_process_memory(self.model.to(self.device).eval().requires_grad_(False))
         self.tokenizer = load_tokenizer(self.folder, self.model.config.vocab_size)
         self.max_length = max_length
@@ -82,6 +100,8 @@ class TextEncoder:
     def encode(self, prompts: list[str]) -> tuple[torch.Tensor, list[int]]:
         if isinstance(prompts, str):
             prompts = [prompts]
+        for i, prompt in enumerate(prompts):
+            check_text(prompt, f"prompt {i + 1}" if len(prompts) > 1 else "the prompt")
         unique = list(dict.fromkeys(prompts))
         batch = self.tokenizer(unique, max_length=self.max_length, padding="longest", truncation=True,
                                return_tensors="pt")
