@@ -6,6 +6,7 @@ only at a clustering or resampling scale, so every entry is followed exactly.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 POTENTIALS = ("value", "diff", "max", "sum")
@@ -123,6 +124,8 @@ class BatchSchedule:
         for si in list(self.cluster_scales) + list(self.resample_scales):
             if not 0 <= si < self.num_scales:
                 raise ValueError(f"selection scale {si} is out of range 0..{self.num_scales - 1}")
+        if not 0 <= self.lam < math.inf:
+            raise ValueError(f"lambda (the resampling temperature) must be a finite number >= 0, got {self.lam}")
         if self.potential not in POTENTIALS:
             raise ValueError(f"unknown potential {self.potential!r}; choose one of {POTENTIALS}")
         if self.feature_mode not in FEATURE_MODES:

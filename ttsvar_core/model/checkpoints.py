@@ -94,9 +94,16 @@ class TensorSource:
             raise CheckpointError(f"cannot read {path} as a PyTorch checkpoint ({type(e).__name__}: {e})") from e
 
     def _check_flat(self, state):
-        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-            kinds = sorted(state)[:8] if isinstance(state, dict) else type(state).__name__
-            raise CheckpointError(f"{self.path} does not hold a flat state dict of tensors (found {kinds})")
+        if isinstance(state, dict) and all(isinstance(v, torch.Tensor) for v in state.values()):
+            return
+        nested = [(k, v) for k, v in state.items() if isinstance(v, dict)] if isinstance(state, dict) else []
+        if len(nested) == 1:  # e.g. a VAE file ('vae': {...}) in the transformer slot
+            key, inner = nested[0]
+            found = describe_keys(inner)
+            raise CheckpointError(f"{self.path} is {found} (its weights sit under '{key}'), not the flat state dict "
+                                  "this slot takes: it belongs in another slot")
+        kinds = sorted(state)[:8] if isinstance(state, dict) else type(state).__name__
+        raise CheckpointError(f"{self.path} does not hold a flat state dict of tensors (found {kinds})")
 
     def _open_file(self, path: Path):
         if path not in self._open:

@@ -7,6 +7,7 @@ resize the sum to the next scale's input. Op order follows the official loop so 
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -41,8 +42,10 @@ class SamplingParams:
             if isinstance(value, (tuple, list)) and len(value) < num_scales:
                 raise ValueError(f"{name} list has {len(value)} entries but the schedule has {num_scales} scales")
         for si in range(num_scales):
-            if not self.tau_at(si) > 0:
-                raise ValueError(f"tau must be > 0 at every scale (scale {si} has {self.tau_at(si)})")
+            if not 0 < self.tau_at(si) < math.inf:
+                raise ValueError(f"tau must be a finite number > 0 at every scale (scale {si} has {self.tau_at(si)})")
+            if not math.isfinite(self.cfg_at(si)):
+                raise ValueError(f"cfg must be a finite number at every scale (scale {si} has {self.cfg_at(si)})")
         if self.top_k < 0 or not 0 <= self.top_p <= 1:
             raise ValueError("top_k must be >= 0 and top_p within [0, 1]")
         return self
