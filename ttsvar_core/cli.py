@@ -1,10 +1,15 @@
 """`python -m ttsvar_core generate`: run a strategy on real or tiny model files; `convert-t5`: flan-t5-xl as one
-encoder-only file."""
+encoder-only file.
+
+Everything that can be checked without the models is checked before they load (arguments, prompts, the
+schedules, the output paths), so a typo costs a second, not a model load.
+"""
 from __future__ import annotations
 
 import argparse
 import json
 import math
+import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
@@ -12,10 +17,14 @@ import torch
 
 from .engine.schedule import DECODE_CHOICES, DECODE_EFFECTS, FEATURE_MODES, POTENTIALS, DecodePolicy
 from .engine.strategies import STRATEGIES
-from .engine.text_inputs import parse_floats, parse_ints, parse_scales
+from .engine.text_inputs import check_prompt, parse_floats, parse_ints, parse_scales
 from .model.config import RELEASES, release_of
 from .model.dtypes import DTYPE_NAMES
-from .model.schedules import PIXEL_BUDGETS
+from .model.schedules import PIXEL_BUDGETS, get_schedule, snap_aspect_ratio
+from .model.text import check_text
+
+# the files one run writes into --out; another run's files there would pass for this run's
+RUN_FILES = ("prompt*_chosen.png", "prompt*_final*.png")
 
 
 def argument(parse, what: str):
@@ -27,6 +36,31 @@ def argument(parse, what: str):
             raise argparse.ArgumentTypeError(str(e)) from None
     convert.__name__ = what
     return convert
+
+
+def aspect_ratio(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number; give height / width, e.g. 1.0 or 0.75") from None
+    try:
+        snap_aspect_ratio(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return value
+
+
+def device_argument(text: str) -> torch.device:
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a device; use cpu or cuda (cuda:1 for the second "
+                                         "GPU)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"{text}: this PyTorch sees no CUDA device; use --device cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise argparse.ArgumentTypeError(f"{text}: there are only {torch.cuda.device_count()} CUDA devices")
+    return device
 
 
 def add_generate_parser(sub):
@@ -47,7 +81,7 @@ def add_generate_parser(sub):
     p.add_argument("--n", type=int, default=1, help="N: the batch schedule is multiplied by it")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="output folder for images and the trace")
-    p.add_argument("--aspect-ratio", type=float, default=1.0, help="h/w, snapped to the 15 templates")
+    p.add_argument("--aspect-ratio", type=aspect_ratio, default=1.0, help="h/w, snapped to the 15 templates")
     p.add_argument("--pixel-budget", default="1M", choices=tuple(PIXEL_BUDGETS))
     p.add_argument("--schedule", type=argument(lambda text, what: parse_scales(text), "custom scales"), default=None, help="custom scales, e.g. 1x1,2x2,4x4")
     p.add_argument("--cfg", type=argument(parse_floats, "cfg"), default=None,
@@ -86,7 +120,7 @@ def add_generate_parser(sub):
     p.add_argument("--reward-extra", default=None, help="second file a reward needs (aesthetic: SigLIP folder)")
     p.add_argument("--features", default="dinov2", help="feature extractor kind (dinov2, inception)")
     p.add_argument("--features-file", default=None)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", type=device_argument, default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", choices=DTYPE_NAMES, default=None,
                    help="transformer block dtype (default bf16 on GPU, fp32 on CPU)")
     p.add_argument("--weight-storage", choices=("fp8",), default=None,
@@ -95,6 +129,8 @@ def add_generate_parser(sub):
     p.add_argument("--shared-generator", action="store_true",
                    help="one random generator for all candidates, as the reference code (parity runs)")
     p.add_argument("--trace", default=None, help="write the per-scale trace to this JSON file")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier run's images in --out and an existing --trace file (else refused)")
     p.set_defaults(func=run_generate)
     return p
 
@@ -115,12 +151,12 @@ def reward_parts(args) -> tuple[list[tuple[str, str]], tuple[float, ...] | None]
     kinds = [kind.strip() for kind in args.reward.split("+")]
     files = args.reward_file or []
     if files and len(files) != len(kinds):
-        raise SystemExit(f"--reward {args.reward} names {len(kinds)} reward(s) but {len(files)} --reward-file "
+        raise ValueError(f"--reward {args.reward} names {len(kinds)} reward(s) but {len(files)} --reward-file "
                          "were given: give one --reward-file per reward, in the same order")
     weights = args.reward_weights
     weights = (weights,) if isinstance(weights, float) else weights  # parse_floats gives one value as a float
     if weights is not None and len(weights) != len(kinds):
-        raise SystemExit(f"--reward-weights: give one weight per reward of --reward {args.reward}")
+        raise ValueError(f"--reward-weights: give one weight per reward of --reward {args.reward}")
     return list(zip(kinds, files)), weights
 
 
@@ -130,7 +166,7 @@ def load_scorers(args, batch, device):
     if need_reward:
         parts, weights = reward_parts(args)
         if not parts:
-            raise SystemExit(f"the {args.strategy} strategy scores candidates: pass --reward-file "
+            raise ValueError(f"the {args.strategy} strategy scores candidates: pass --reward-file "
                              "(e.g. ImageReward.pt from models/ttsvar_rewards)")
         from .scorers import CombinedReward, load_reward
         from .scorers.registry import REWARDS
@@ -140,11 +176,42 @@ def load_scorers(args, batch, device):
         reward = rewards[0] if len(rewards) == 1 else CombinedReward(rewards, weights)
     if need_features:
         if not args.features_file:
-            raise SystemExit("clustering needs image features: pass --features-file (e.g. the DINOv2 ViT-L/14 "
+            raise ValueError("clustering needs image features: pass --features-file (e.g. the DINOv2 ViT-L/14 "
                              "with registers weights from models/ttsvar_features)")
         from .scorers import load_feature_extractor
         extractor = load_feature_extractor(args.features, args.features_file, device=device)
     return reward, extractor
+
+
+def writable_folder(folder: Path, flag: str) -> None:
+    """Creates `folder` if needed and proves a file can be written there, before anything runs."""
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"{flag} {folder} is a file, not a folder: give a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise ValueError(f"{flag}: cannot write into {folder} ({e.strerror or e}): choose another folder") from None
+
+
+def earlier_run_files(args) -> list[Path]:
+    """The files of an earlier run that this run's outputs would mix with; refuses them without --overwrite."""
+    out = Path(args.out)
+    writable_folder(out, "--out")
+    earlier = sorted({p for pattern in RUN_FILES for p in out.glob(pattern)})
+    if earlier and not args.overwrite:
+        raise ValueError(f"--out {out} already holds {len(earlier)} images of an earlier run ({earlier[0].name}, ...): "
+                         "choose an empty folder, or pass --overwrite to replace them")
+    if args.trace:
+        trace = Path(args.trace)
+        if trace.is_dir():
+            raise ValueError(f"--trace {trace} is a folder: give a file name, e.g. {trace / 'trace.json'}")
+        if trace.exists() and not args.overwrite:
+            raise ValueError(f"--trace {trace} exists (an earlier run's trace): choose another name, or pass "
+                             "--overwrite to replace it")
+        writable_folder(trace.parent, "--trace")
+    return earlier
 
 
 def run_generate(args) -> int:
@@ -155,12 +222,22 @@ def run_generate(args) -> int:
     from .model.pipeline import InfinityPipeline
     from .model.sampling import SamplingParams
 
+    for i, prompt in enumerate(args.prompt):
+        check_prompt(prompt, f"--prompt {i + 1}" if len(args.prompt) > 1 else "--prompt")
+    if args.negative_prompt:
+        check_text(args.negative_prompt, "--negative-prompt")
     reward_parts(args)  # a mismatched --reward-file count fails before any model loads
-    device = torch.device(args.device)
+    schedule = list(args.schedule) if args.schedule else get_schedule(args.aspect_ratio, args.pixel_budget)
+    # checked before any model loads with the 2B release's preset and public setting; both are taken again
+    # below for the release the loaded model turns out to be
+    batch_schedule_from_args(args, len(schedule), "Infinity-2B")
+    SamplingParams(cfg=3.0 if args.cfg is None else args.cfg, tau=1.0 if args.tau is None else args.tau,
+                   top_k=args.top_k, top_p=args.top_p).validate(len(schedule))
+    earlier = earlier_run_files(args)
+    device = args.device
     dtype = args.dtype or ("bf16" if device.type == "cuda" else "fp32")
     pipe = InfinityPipeline.load(args.model, args.vae, args.text_encoder, text_tokenizer=args.text_tokenizer,
                                  device=device, dtype=dtype, weight_storage=args.weight_storage)
-    schedule = pipe.schedule(args.aspect_ratio, args.pixel_budget, args.schedule)
     batch = batch_schedule_from_args(args, len(schedule), release_of(pipe.model.cfg))
     print(f"batch schedule: {batch.describe()}")
     reward, extractor = load_scorers(args, batch, device)
@@ -168,15 +245,17 @@ def run_generate(args) -> int:
     print(f"sampling: cfg {params.cfg}, tau {params.tau} ({release_of(pipe.model.cfg)}'s setting where not given)")
     request = SearchRequest(pipe.encode(args.prompt, args.negative_prompt), tuple(schedule), params, batch,
                             seed=args.seed, scorers=Scorers(reward, extractor),
-                            options=RunOptions(shared_generator=args.shared_generator)).check_inputs(pipe.model)
+                            options=RunOptions(shared_generator=args.shared_generator))
+    request.check_inputs(pipe.model, pipe.vae)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     with tqdm(total=len(schedule), desc=f"{args.strategy} N={args.n}", unit="scale") as bar:
         def progress(event):
             if isinstance(event, ScaleDone):
                 bar.set_postfix(live=event.state.num_candidates)
                 bar.update(1)
         result = run_search(pipe.model, pipe.vae, request, progress)
+    for path in earlier:  # only now: until this run succeeded, the folder keeps the earlier run whole
+        path.unlink()
     for p, pick in enumerate(result.picks):
         Image.fromarray(result.images[pick].numpy()).save(out / f"prompt{p}_chosen.png")
         for rank, j in enumerate((result.prompt_of == p).nonzero().squeeze(1).tolist()):

@@ -150,3 +150,47 @@ def test_wrong_text_encoder_folder(tmp_path, tiny_files):
         TextEncoder(tmp_path / "missing")
     with pytest.raises(TextEncoderError, match="config.json"):
         TextEncoder(tiny_files["infinity_pth"].parent)
+
+
+def test_an_incomplete_file_is_called_incomplete_not_the_wrong_kind(tmp_path, tiny_files):
+    state = load_file(str(tiny_files["infinity_safetensors"]))
+    del state["word_embed.weight"]
+    path = tmp_path / "cut.safetensors"
+    save_file(state, path)  # without the config metadata, so the keys are read
+    with pytest.raises(CheckpointError) as err:
+        load_infinity(path, vae_cfg=PRESETS["tiny"].vae)
+    message = str(err.value)
+    assert "looks like an Infinity transformer checkpoint but has no word_embed.weight" in message
+    assert "incomplete" in message and "not an Infinity transformer" not in message
+    vae_state = load_file(str(tiny_files["vae_safetensors"]))
+    del vae_state["decoder.conv_in.conv.weight"]
+    save_file(vae_state, tmp_path / "vae.safetensors")
+    with pytest.raises(CheckpointError, match="looks like a VAE checkpoint but has no decoder.conv_in"):
+        load_vae(tmp_path / "vae.safetensors")
+
+
+def test_a_file_holding_code_is_named_for_it(tmp_path):
+    path = tmp_path / "infinity_2b_reg.pth"
+    torch.save({"hook": shutil.rmtree}, path)
+    with pytest.raises(CheckpointError, match="holds Python objects .code."):
+        load_infinity(path, vae_cfg=PRESETS["tiny"].vae)
+
+
+@pytest.mark.parametrize("damage", ["garbage", "code"])
+def test_unreadable_text_encoder_weights_name_the_file(tmp_path, tiny_files, damage):
+    folder = tmp_path / "t5"
+    shutil.copytree(tiny_files["t5"], folder)
+    (folder / "model.safetensors").unlink()
+    if damage == "garbage":
+        (folder / "pytorch_model.bin").write_text("<html>404 Not Found</html>")
+    else:
+        torch.save({"hook": shutil.rmtree}, folder / "pytorch_model.bin")
+    with pytest.raises(TextEncoderError) as err:
+        TextEncoder(folder)
+    assert str(folder) in str(err.value) and "pytorch_model.bin" in str(err.value)
+    assert ("Python objects (code)" if damage == "code" else "truncated, damaged") in str(err.value)
+
+
+def test_a_lone_surrogate_in_a_prompt_is_explained(tiny_files):
+    with pytest.raises(TextEncoderError, match="invalid character at position 6"):
+        TextEncoder(tiny_files["t5"]).encode(["a cat \ud800 on a mat"])

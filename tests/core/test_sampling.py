@@ -87,8 +87,10 @@ def test_bad_sampling_parameters(tiny):
     feats, lens = text([4])
     with pytest.raises(ValueError, match="cfg list has 2 entries"):
         generate(model, feats, lens, SCHEDULE, SamplingParams(cfg=(3.0, 3.0)))
-    with pytest.raises(ValueError, match="tau must be > 0"):
+    with pytest.raises(ValueError, match="tau must be a finite number > 0"):
         generate(model, feats, lens, SCHEDULE, SamplingParams(tau=0.0))
+    with pytest.raises(ValueError, match="cfg must be a finite number"):
+        generate(model, feats, lens, SCHEDULE, SamplingParams(cfg=float("inf")))
     with pytest.raises(ValueError, match="lengths sum"):
         generate(model, feats, [9], SCHEDULE, SamplingParams())
 

@@ -76,4 +76,23 @@ def test_schedule_validation():
     with pytest.raises(ValueError, match="at least 1x1"):
         validate_schedule([(1, 1), (0, 2)])
     with pytest.raises(ValueError, match="coarse to fine"):
-        validate_schedule([(2, 2), (1, 1)])
+        validate_schedule([(1, 1), (2, 2), (1, 1)])
+
+
+def test_schedule_validation_refuses_what_the_model_cannot_run():
+    """Each of these passed and then failed midway (IndexError in the scale embedding, a shape error at scale 0)."""
+    with pytest.raises(ValueError, match="must be 1x1"):
+        validate_schedule([(2, 2), (4, 4)])
+    with pytest.raises(ValueError, match="position table covers"):
+        validate_schedule([(1, 1), (64, 64), (129, 129)])
+    sixteen = [(1, 1)] + [(i, i) for i in range(2, 17)]
+    assert len(validate_schedule(sixteen)) == 16  # without a model only model-free rules apply
+    with pytest.raises(ValueError, match="16 scales but the model has scale embeddings for 15"):
+        validate_schedule(sixteen, num_levels=15)
+    assert validate_schedule(sixteen[:15], num_levels=15) == sixteen[:15]
+
+
+@pytest.mark.parametrize("ratio", [float("inf"), float("nan"), 0.0, -1.0])
+def test_aspect_ratios_that_are_no_shape_are_refused(ratio):
+    with pytest.raises(ValueError, match="positive finite number"):
+        get_schedule(ratio, "1M")

@@ -1,10 +1,13 @@
-"""`python -m ttsvar_core generate` end to end on tiny model files, every strategy."""
+"""`python -m ttsvar_core generate` end to end on tiny model files, every strategy, and every user mistake
+answered with one line and a non-zero exit."""
 import json
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+import torch
 
 from .conftest import generate_args
 
@@ -96,3 +99,141 @@ def test_missing_reward_file_is_explained(files, tmp_path):
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300,
                           env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)})
     assert done.returncode != 0 and "--reward-file" in done.stderr
+
+
+
+def base_args(files, out) -> list:
+    return ["generate", "--model", str(files["infinity_safetensors"]), "--vae", str(files["vae_pth"]),
+            "--text-encoder", str(files["t5"]), "--prompt", "a red circle", "--strategy", "raw",
+            "--schedule", "1x1,2x2,3x3", "--out", str(out), "--device", "cpu"]
+
+
+def generate(files, out, *extra):
+    """The real command in a fresh process: what a user sees, exit status and all."""
+    return subprocess.run([sys.executable, "-m", "ttsvar_core", *base_args(files, out), *extra], cwd=REPO,
+                          capture_output=True, timeout=300,
+                          env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)})
+
+
+def error_lines(stderr: str) -> list[str]:
+    """Our own error line, or argparse's for a value it refuses itself."""
+    starts = ("error:", "python -m ttsvar_core generate: error:")
+    return [line for line in stderr.splitlines() if line.startswith(starts)]
+
+
+BAD_BYTE = b"a \xff circle"  # not UTF-8: Python hands it to the program as a lone surrogate
+
+
+def bad_inputs(files, tmp: Path):
+    """(arguments, what the one error line must say) for mistakes a user makes."""
+    a_file = tmp / "a_file.txt"
+    a_file.write_text("not a folder")
+    earlier = tmp / "earlier"
+    earlier.mkdir()
+    (earlier / "prompt0_chosen.png").write_bytes(b"png")
+    old_trace = tmp / "old_trace.json"
+    old_trace.write_text("{}")
+    garbage = tmp / "garbage.pth"
+    garbage.write_bytes(b"\x00garbage" * 100)
+    sixteen = ",".join(f"{i}x{i}" for i in range(1, 17))
+    huge = ",".join(f"{s}x{s}" for s in (1, 2, 4, 8, 16, 24, 32, 40, 48, 64, 80, 96, 112, 120, 128))
+    surrogate = BAD_BYTE.decode("utf-8", "surrogateescape")
+    cases = [
+        (["--n", "0"], "must be >= 1"),
+        (["--n", "257"], "more than the 256 allowed"),
+        (["--n", "many"], "invalid int value"),
+        (["--model", str(tmp / "missing.pth")], "not found"),
+        (["--vae", str(tmp / "missing_vae.pth")], "not found"),
+        (["--text-encoder", str(tmp / "no_t5")], "text encoder folder not found"),
+        (["--model", str(files["vae_pth"])], "is a VAE checkpoint"),
+        (["--vae", str(files["infinity_pth"])], "not an Infinity VAE"),
+        (["--model", str(garbage)], "cannot read"),
+        (["--model", str(tmp)], "has no model.safetensors.index.json"),
+        (["--out", str(a_file)], "is a file, not a folder"),
+        (["--out", str(a_file / "sub")], "cannot write into"),
+        (["--out", str(earlier)], "already holds 1 images of an earlier run"),
+        (["--trace", str(tmp)], "is a folder"),
+        (["--trace", str(old_trace)], "exists"),
+        (["--trace", str(a_file / "trace.json")], "is a file, not a folder"),
+        (["--prompt", ""], "--prompt 2 is empty"),
+        (["--prompt", "   "], "is empty"),
+        (["--prompt", surrogate], "--prompt 2 holds an invalid character at position 2"),
+        (["--negative-prompt", surrogate], "--negative-prompt holds an invalid character"),
+        (["--aspect-ratio", "inf"], "positive finite number"),
+        (["--aspect-ratio", "nan"], "positive finite number"),
+        (["--aspect-ratio", "0"], "positive finite number"),
+        (["--aspect-ratio", "wide"], "is not a number"),
+        (["--schedule", "2x2,4x4"], "must be 1x1"),
+        (["--schedule", "1x1,200x200"], "position table"),
+        (["--schedule", "1x1,ax2"], "not a token grid"),
+        (["--schedule", sixteen], "scale embeddings for 15"),
+        (["--cfg", "strong"], "not a number"),
+        (["--cfg", "inf"], "cfg must be a finite number"),
+        (["--tau", "0"], "tau must be a finite number > 0"),
+        (["--top-p", "2"], "top_p"),
+        (["--top-k", "-1"], "top_k"),
+        (["--strategy", "tts-var", "--batch-sizes", "4,2"], "entries but the image schedule has 3"),
+        (["--strategy", "tts-var", "--cluster-scales", "9"], "out of range"),
+        (["--strategy", "tts-var", "--lam", "-1"], "lambda"),
+        (["--selection-side", "5"], "at least 16 px"),
+        (["--seed", "-1"], "seed must be within"),
+        (["--device", "tpu9"], "is not a device"),
+        (["--strategy", "bon"], "--reward-file"),
+        (["--strategy", "bon", "--reward", "clip", "--reward-file", str(tmp / "no_clip")], "does not exist"),
+        (["--strategy", "bon", "--reward", "vibes", "--reward-file", str(files["clip"])], "unknown reward kind"),
+        (["--strategy", "tts-var", "--reward", "clip", "--reward-file", str(files["clip"])], "--features-file"),
+        (["--strategy", "tts-var", "--reward", "clip", "--reward-file", str(files["clip"]),
+          "--features-file", str(files["clip"])], "but DINOv2"),
+        (["--dtype", "fp8"], "invalid choice"),
+        (["--n", "256", "--schedule", huge], "needs about"),
+    ]
+    if not torch.cuda.is_available():
+        cases.append((["--device", "cuda"], "no CUDA device"))
+    return cases
+
+
+def test_user_mistakes_get_one_line(files, tmp_path, capsys):
+    """Each mistake: a non-zero exit and one line naming it, no traceback (an exception escaping main would be
+    one). In this process, to keep the list long and the test short; the real process is checked below."""
+    from ttsvar_core.__main__ import main
+    wrong = []
+    for i, (args, says) in enumerate(bad_inputs(files, tmp_path)):
+        try:
+            status = main(base_args(files, tmp_path / f"out{i}") + args)
+        except SystemExit as e:  # argparse's own errors
+            status = e.code
+        err = capsys.readouterr().err
+        lines = error_lines(err)
+        if status in (0, None) or len(lines) != 1 or says not in lines[0]:
+            wrong.append(f"{args}: exit {status}, expected one error line with {says!r}:\n{err[-1500:]}")
+    assert not wrong, "\n\n".join(wrong)
+    assert not list((tmp_path / "earlier").glob("prompt0_final*"))  # the refused run wrote nothing
+
+
+def test_user_mistakes_end_the_process_with_one_line(files, tmp_path):
+    cases = [(["--n", "0"], "must be >= 1"), (["--model", str(tmp_path / "missing.pth")], "not found"),
+             (["--prompt", BAD_BYTE], "invalid character at position 2"), (["--aspect-ratio", "inf"], "finite")]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        runs = list(pool.map(lambda c: generate(files, tmp_path / "out", *c[0]), cases))
+    for (args, says), done in zip(cases, runs):
+        err = done.stderr.decode(errors="replace")
+        assert done.returncode not in (0, None) and "Traceback" not in err, (args, err[-2000:])
+        assert [says in line for line in error_lines(err)] == [True], (args, err[-2000:])
+
+
+def test_overwrite_replaces_the_earlier_run_whole(files, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    stale = out / "prompt0_final7_+0.5000.png"  # from an earlier run with more candidates
+    stale.write_bytes(b"png")
+    (out / "notes.txt").write_text("mine")
+    done = generate(files, out, "--overwrite")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert not stale.exists() and (out / "notes.txt").exists()
+    assert sorted(p.name for p in out.glob("prompt*")) == ["prompt0_chosen.png", "prompt0_final0.png"]
+
+
+def test_debug_shows_the_traceback(files, tmp_path):
+    from ttsvar_core.__main__ import main
+    with pytest.raises(ValueError, match="must be >= 1"):
+        main(base_args(files, tmp_path / "out") + ["--n", "0", "--debug"])

@@ -167,11 +167,11 @@ def test_events_are_typed_and_in_order(tiny, prompts, reward, extractor):
 
 
 def test_check_inputs_names_what_is_wrong(tiny, prompts, reward):
-    model, _ = tiny
+    model, vae = tiny
     feats, lens = prompts
     bon = schedule_for("bon", 2, len(SCHEDULE))
     good = request(prompts, bon, reward)
-    assert good.check_inputs(model) is good
+    assert good.check_inputs(model, vae) is good
     cases = [
         (SearchRequest(Prompts(("p0",), feats, tuple(lens)), SCHEDULE, SamplingParams(), bon,
                        scorers=Scorers(reward)), "prompt texts"),
@@ -179,10 +179,14 @@ def test_check_inputs_names_what_is_wrong(tiny, prompts, reward):
                        scorers=Scorers(reward)), "empty"),
         (SearchRequest(Prompts(("p0", "p1"), feats[:, :3], tuple(lens)), SCHEDULE, SamplingParams(), bon,
                        scorers=Scorers(reward)), "text features"),
+        (SearchRequest(Prompts(("p0", "a \ud800"), feats, tuple(lens)), SCHEDULE, SamplingParams(), bon,
+                       scorers=Scorers(reward)), "prompt 2 holds an invalid character"),
         (request(prompts, bon, reward, seed=-1), "seed"),
         (request(prompts, schedule_for("bon", 2, 4), reward), "4 entries"),
         (SearchRequest(good.prompts, SCHEDULE, SamplingParams(tau=0.0), bon, scorers=Scorers(reward)), "tau"),
+        (SearchRequest(good.prompts, tuple((i, i) for i in range(1, 17)), SamplingParams(), bon,
+                       scorers=Scorers(reward)), "scale embeddings for 15"),
     ]
     for bad, message in cases:
         with pytest.raises(ValueError, match=message):
-            bad.check_inputs(model)
+            bad.check_inputs(model, vae)

@@ -1,6 +1,7 @@
 """Safe file reading and recognising what a wrong file is."""
 
 import collections
+import os
 from pathlib import Path
 
 import pytest
@@ -73,3 +74,12 @@ def test_real_files_are_recognised(keys, label):
 def test_unknown_file_shows_some_names():
     text = describe_found({"foo.weight": 1, "bar.bias": 2})
     assert "unrecognised" in text and "bar.bias" in text
+
+
+def test_a_file_holding_code_is_refused_as_such(tmp_path):
+    """torch words a function of a blocked module in lower case ('unsupported GLOBAL posix.getcwd whose module
+    posix is blocked')."""
+    path = tmp_path / "ImageReward.pt"
+    torch.save({"hook": os.getcwd}, path)
+    with pytest.raises(WrongFileError, match="cannot be loaded safely"):
+        read_tensors(path, "ImageReward.pt")

@@ -105,3 +105,12 @@ def test_legacy_integer_sizes_in_preprocessor_config(tmp_path, clip_folder):
     images = random_images(2, 30, 48, seed=12)
     expected = _reference_scores(folder, to_pils(images), PROMPT)
     torch.testing.assert_close(load_reward("clip", folder).score(images, PROMPT), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_unreadable_weights_name_the_file(tmp_path, clip_folder):
+    folder = tmp_path / "clip"
+    shutil.copytree(clip_folder, folder)
+    (folder / "model.safetensors").write_bytes(b"")
+    with pytest.raises(WrongFileError) as err:
+        load_reward("clip", folder)
+    assert f"{folder} (model.safetensors)" in str(err.value) and "truncated" in str(err.value)

@@ -137,3 +137,10 @@ def test_features_dataclass_is_frozen():
     with pytest.raises(AttributeError):
         features.pooled = torch.ones(1)
     assert issubclass(FeatureExtractor, object) and FeatureExtractor.name == "features"
+
+
+def test_scorers_report_their_memory_for_the_search_estimate():
+    from ttsvar_core.scorers.base import WORKING_BYTES_PER_IMAGE
+    full, half = _Brightness(None, max_batch=4), _Brightness(None, max_batch=4, dtype=torch.float16)
+    assert full.batch_bytes == 4 * WORKING_BYTES_PER_IMAGE and half.batch_bytes == 2 * WORKING_BYTES_PER_IMAGE
+    assert full.weight_bytes == 2 * 4 and half.weight_bytes == 2 * 2  # Linear(1, 1): a weight and a bias

@@ -6,11 +6,14 @@ that does not depend on how the values were typed lives here, so each mistake ha
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 from ..model.sampling import SamplingParams
-from ..model.text import Prompts
+from ..model.text import Prompts, check_text
 from ..model.schedules import validate_schedule
+from .memory import check_memory
 from .schedule import BatchSchedule
+from .text_inputs import check_prompt
 
 MAX_SEED = 2 ** 63 - 1
 
@@ -29,6 +32,8 @@ class RunOptions:
     decode_chunk: int = 8            # final images decoded this many at a time
     offload_idle: bool = False       # VAE and scorers visit the model's device only while they work
     shared_generator: bool = False   # one generator for all candidates, as the reference (parity runs)
+    # cancellation: called before every scale, decode chunk and scorer batch; it raises to stop the run
+    should_stop: Callable[[], None] | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -45,13 +50,14 @@ class SearchRequest:
     def num_scales(self) -> int:
         return len(self.image_schedule)
 
-    def check_inputs(self, model) -> "SearchRequest":
-        """Every check a search needs before it allocates anything; raises ValueError saying what to change."""
+    def check_inputs(self, model, vae) -> "SearchRequest":
+        """Every check a search needs before it allocates anything, the memory it will need last; raises
+        ValueError (NotEnoughMemory for memory) saying what to change."""
         if not self.prompts.texts:
             raise ValueError("no prompt given: give at least one prompt")
-        for text in self.prompts.texts:
-            if not text.strip():
-                raise ValueError("a prompt is empty: type what the image should show")
+        for i, text in enumerate(self.prompts.texts):
+            check_prompt(text, f"prompt {i + 1}" if len(self.prompts.texts) > 1 else "the prompt")
+        check_text(self.prompts.negative_text, "the negative prompt")
         if len(self.prompts.lens) != len(self.prompts.texts):
             raise ValueError(f"{len(self.prompts.texts)} prompt texts for {len(self.prompts.lens)} encoded prompts")
         if self.prompts.channels != model.cfg.text_channels:
@@ -60,7 +66,7 @@ class SearchRequest:
                              "encoder")
         if not 0 <= self.seed <= MAX_SEED:
             raise ValueError(f"the seed must be within 0..{MAX_SEED}, got {self.seed}")
-        validate_schedule(self.image_schedule)
+        validate_schedule(self.image_schedule, model.cfg.num_levels)
         self.sampling.validate(self.num_scales)
         self.batch.validate(self.num_scales)
         need_reward, need_features = self.batch.needs()
@@ -71,4 +77,5 @@ class SearchRequest:
             raise ValueError("this batch schedule clusters candidates: give a feature extractor")
         if self.options.decode_chunk < 1:
             raise ValueError(f"decode_chunk must be >= 1, got {self.options.decode_chunk}")
+        check_memory(model, vae, self)
         return self

@@ -6,6 +6,7 @@ only at a clustering or resampling scale, so every entry is followed exactly.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 POTENTIALS = ("value", "diff", "max", "sum")
@@ -13,6 +14,9 @@ FEATURE_MODES = ("pca", "pool", "global")
 SELECTION_RESOLUTIONS = ("fixed", "scale")
 
 FAST_SELECTION_SIDE = 448  # the faster named decodes: reward and feature models look at 224 px
+# The most candidates one prompt may have at any scale: a bound on mistakes (N = 10000 would run for minutes
+# before failing), far above what fits in memory at the released models' sizes.
+MAX_CANDIDATES_PER_PROMPT = 256
 
 
 @dataclass(frozen=True)
@@ -139,8 +143,7 @@ class BatchSchedule:
 
     def needs(self) -> tuple[bool, bool]:
         """(needs a reward model, needs a feature extractor)"""
-        sizes = self.sizes
-        clusters = any(s > 0 and sizes[s] < sizes[s - 1] for s in self.cluster_scales)
+        clusters = any(self.selection_at(s) for s in self.cluster_scales)
         reward = bool(self.resample_scales) or (self.score_final and self.final != "none")
         return reward, clusters
 
@@ -177,6 +180,19 @@ class BatchSchedule:
             return "resample"
         return None
 
+    def selection_at(self, si: int) -> str | None:
+        """The selection that runs after scale si: every resampling, and a clustering that narrows the batch
+        (one that keeps every candidate changes nothing and is skipped)."""
+        event = self.event(si)
+        if event == "cluster" and not self.sizes[si] < self.sizes[max(si - 1, 0)]:
+            return None
+        return event
+
+    def cache_room(self, si: int, num_scales: int) -> int:
+        """Scales of KV-cache room the batch needs after scale si (-1: at the start): only until the next
+        selection replaces its cache."""
+        return next((e + 1 for e in range(si + 1, num_scales) if self.selection_at(e)), num_scales)
+
     def validate(self, model_scales: int | None = None) -> "BatchSchedule":
         sizes = self.sizes
         if self.multiplier < 1:
@@ -184,6 +200,11 @@ class BatchSchedule:
         if any(s < 1 for s in sizes):
             raise ValueError(f"every batch size must be >= 1, got {list(sizes)}: a size of 0 would leave no "
                              "candidate to continue")
+        if max(sizes) > MAX_CANDIDATES_PER_PROMPT:
+            most = max(self.base_sizes)
+            raise ValueError(f"N = {self.multiplier} gives {max(sizes)} candidates per prompt (N x {most}), more "
+                             f"than the {MAX_CANDIDATES_PER_PROMPT} allowed: use N <= "
+                             f"{max(1, MAX_CANDIDATES_PER_PROMPT // most)} with this schedule")
         if model_scales is not None and self.num_scales != model_scales:
             raise ValueError(f"the batch schedule has {self.num_scales} entries but the image schedule has "
                              f"{model_scales} scales: use BatchSchedule.rescaled({model_scales}) or edit the sizes")
@@ -193,6 +214,8 @@ class BatchSchedule:
         for si in list(self.cluster_scales) + list(self.resample_scales):
             if not 0 <= si < self.num_scales:
                 raise ValueError(f"selection scale {si} is out of range 0..{self.num_scales - 1}")
+        if not 0 <= self.lam < math.inf:
+            raise ValueError(f"lambda (the resampling temperature) must be a finite number >= 0, got {self.lam}")
         if self.potential not in POTENTIALS:
             raise ValueError(f"unknown potential {self.potential!r}; choose one of {POTENTIALS}")
         if self.feature_mode not in FEATURE_MODES:

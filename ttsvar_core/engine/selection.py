@@ -123,26 +123,41 @@ def resample(weights: torch.Tensor, k: int, generator: torch.Generator | None) -
 
 
 # ---- steps on a state --------------------------------------------------------------------------------------
-def _score_groups(state: SearchState, images: torch.Tensor, reward, prompts: list[str]) -> torch.Tensor:
+def scorer_batches(count: int, scorer, should_stop=None):
+    """Slices of `count` images in the scorer's own batches (so every result is what one call would give),
+    calling `should_stop()` before each so a cancel need not wait for hundreds of images."""
+    step = getattr(scorer, "max_batch", None) or count
+    for start in range(0, count, step):
+        if should_stop is not None:
+            should_stop()
+        yield slice(start, start + step)
+
+
+def _score_groups(state: SearchState, images: torch.Tensor, reward, prompts: list[str],
+                  should_stop=None) -> torch.Tensor:
     scores = torch.empty(state.num_candidates)
     for p in range(state.num_prompts):
-        idx = state.candidates_of(p)
-        scores[idx] = reward.score(images[idx], prompts[p]).float().reshape(-1)
+        idx = torch.tensor(state.candidates_of(p))
+        for part in scorer_batches(len(idx), reward, should_stop):
+            scores[idx[part]] = reward.score(images[idx[part]], prompts[p]).float().reshape(-1)
     return scores
 
 
 def score_step(state: SearchState, vae, reward, prompts: list[str], decode_side: int | None = None,
-               decode_chunk: int = 8) -> SearchState:
+               decode_chunk: int = 8, should_stop=None) -> SearchState:
     """Decodes the live candidates and records their rewards at the current scale."""
-    images = state.decode(vae, decode_chunk, max_side=decode_side)
-    return state.with_scores(_score_groups(state, images, reward, prompts))
+    images = state.decode(vae, decode_chunk, max_side=decode_side, should_stop=should_stop)
+    return state.with_scores(_score_groups(state, images, reward, prompts, should_stop))
 
 
 def cluster_step(state: SearchState, vae, extractor, keep_per_prompt: int, mode: str = "pca",
                  random_state: int = 0, capacity_scales: int | None = None, release_input: bool = False,
-                 decode_side: int | None = None, decode_chunk: int = 8) -> tuple[SearchState, SelectionRecord]:
-    images = state.decode(vae, decode_chunk, max_side=decode_side)
-    vectors = feature_vectors(extractor.extract(images), mode)
+                 decode_side: int | None = None, decode_chunk: int = 8,
+                 should_stop=None) -> tuple[SearchState, SelectionRecord]:
+    images = state.decode(vae, decode_chunk, max_side=decode_side, should_stop=should_stop)
+    # the feature maps of one image do not depend on the others: batch by batch gives the same vectors
+    vectors = np.concatenate([feature_vectors(extractor.extract(images[part]), mode)
+                              for part in scorer_batches(images.shape[0], extractor, should_stop)])
     groups = []
     for p in range(state.num_prompts):
         idx = state.candidates_of(p)
@@ -154,9 +169,10 @@ def cluster_step(state: SearchState, vae, extractor, keep_per_prompt: int, mode:
 
 def resample_step(state: SearchState, vae, reward, prompts: list[str], keep_per_prompt: int, potential_kind: str,
                   lam: float, capacity_scales: int | None = None, release_input: bool = False,
-                  decode_side: int | None = None, decode_chunk: int = 8) -> tuple[SearchState, SelectionRecord]:
+                  decode_side: int | None = None, decode_chunk: int = 8,
+                  should_stop=None) -> tuple[SearchState, SelectionRecord]:
     """Scores the live candidates, then draws `keep_per_prompt` of each prompt's by their potentials."""
-    state = score_step(state, vae, reward, prompts, decode_side, decode_chunk)
+    state = score_step(state, vae, reward, prompts, decode_side, decode_chunk, should_stop)
     si = state.scale - 1
     shared = state.streams[0].generator(state.model.device) if state.shared_stream else None
     groups = []
@@ -177,11 +193,11 @@ def resample_step(state: SearchState, vae, reward, prompts: list[str], keep_per_
 
 
 def final_pick(state: SearchState, vae, reward, prompts: list[str], mode: str = "best", lam: float = 10.0,
-               decode_chunk: int = 8) -> tuple[SearchState, list[int], SelectionRecord]:
+               decode_chunk: int = 8, should_stop=None) -> tuple[SearchState, list[int], SelectionRecord]:
     """Per prompt: the best final candidate (Best-of-N, TTS-VAR), one drawn by reward (importance
     sampling), or the first (plain sampling, no reward)."""
     if reward is not None and mode != "none":
-        state = score_step(state, vae, reward, prompts, None, decode_chunk)
+        state = score_step(state, vae, reward, prompts, None, decode_chunk, should_stop)
     si = state.scale - 1
     groups = []
     for p in range(state.num_prompts):

@@ -17,7 +17,17 @@ from ..model.infinity import Infinity, TextCondition
 from ..model.kv_cache import CacheRef, KVCache
 from ..model.sampling import (Geometry, SamplingParams, accumulate, bits_to_codes, build_text, decode_images,
                               next_input, row_layout, scale_step, to_uint8)
+from .schedule import MAX_CANDIDATES_PER_PROMPT
 from .streams import Stream, derive_seed
+
+
+def decode_grid(h: int, w: int, per_latent: int, max_side: int | None) -> tuple[int, int]:
+    """The latent grid a decode of an h x w latent runs at when the image side may be at most `max_side`
+    pixels (None: full size): area-downsampled, each side at least one cell."""
+    if max_side and max(h, w) * per_latent > max_side:
+        factor = max_side / (max(h, w) * per_latent)
+        return max(1, round(h * factor)), max(1, round(w * factor))
+    return h, w
 
 
 def index_keep_layout(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
@@ -75,6 +85,9 @@ class SearchState:
         counts = [candidates] * len(lens) if isinstance(candidates, int) else list(candidates)
         if len(counts) != len(lens) or min(counts) < 1:
             raise ValueError(f"need a candidate count >= 1 for each of the {len(lens)} prompts, got {counts}")
+        if max(counts) > MAX_CANDIDATES_PER_PROMPT:
+            raise ValueError(f"{max(counts)} candidates for one prompt: at most {MAX_CANDIDATES_PER_PROMPT} are "
+                             "allowed")
         guided = params.guided(geometry.num_scales)
         text = build_text(model, text_features, lens, guided, negative)
         prompt_of = torch.repeat_interleave(torch.arange(len(lens)), torch.tensor(counts)).to(model.device)
@@ -223,8 +236,9 @@ class SearchState:
 
     # ---- images ---------------------------------------------------------------------------------------
     @torch.no_grad()
-    def decode(self, vae, chunk: int = 8, max_side: int | None = None) -> torch.Tensor:
+    def decode(self, vae, chunk: int = 8, max_side: int | None = None, should_stop=None) -> torch.Tensor:
         """uint8 RGB images [N, H, W, 3] of the current (partial) code sums, decoded once per state.
+        `should_stop()` runs before every chunk and raises to cancel.
 
         `max_side`: decode a latent area-downsampled so the image side is at most this many pixels.
         Reward and feature models look at 224 px images, so selections need no 1024 px decode; it costs
@@ -235,12 +249,10 @@ class SearchState:
         if key not in self.memo:
             summed = self.summed
             h, w = summed.shape[-2:]
-            per_latent = vae.cfg.patch_size
-            if max_side and max(h, w) * per_latent > max_side:
-                factor = max_side / (max(h, w) * per_latent)
-                size = (1, max(1, round(h * factor)), max(1, round(w * factor)))
-                summed = F.interpolate(summed, size=size, mode="area")
-            self.memo[key] = to_uint8(decode_images(vae, summed, chunk)).cpu()
+            size = decode_grid(h, w, vae.cfg.patch_size, max_side)
+            if size != (h, w):
+                summed = F.interpolate(summed, size=(1, *size), mode="area")
+            self.memo[key] = to_uint8(decode_images(vae, summed, chunk, should_stop)).cpu()
         return self.memo[key]
 
     @torch.no_grad()

@@ -61,36 +61,37 @@ def visiting(device, enabled: bool, *parts):
 def run_search(model, vae, request: SearchRequest, on_event: EventHandler | None = None) -> SearchResult:
     """Runs a whole batch schedule. `on_event` sees every scale, selection and the end (events.py); raising
     from it stops the run."""
-    request.check_inputs(model)
+    request.check_inputs(model, vae)
     batch, image_schedule, options = request.batch, request.image_schedule, request.options
     reward, extractor = request.scorers.reward, request.scorers.features
     prompts = list(request.prompts.texts)
     emit = on_event or (lambda event: None)
     idle = lambda *parts: visiting(model.device, options.offload_idle, *parts)  # noqa: E731
-    # each batch size only needs cache room until the next selection replaces its cache
-    selections = sorted(batch.cluster_scales + batch.resample_scales)
-    room = lambda si: next((e + 1 for e in selections if e > si), len(image_schedule))  # noqa: E731
+    scales = len(image_schedule)
     state = SearchState.start(model, request.prompts.features, list(request.prompts.lens), image_schedule,
                               request.sampling, batch.sizes[0], seed=request.seed, negative=request.prompts.negative,
-                              shared_generator=options.shared_generator, capacity_scales=room(-1))
+                              shared_generator=options.shared_generator, capacity_scales=batch.cache_room(-1, scales))
     per_token = pixels_per_token(model.cfg, vae.cfg)
     full_side = max(image_schedule[-1]) * per_token
     final_images = min(batch.sizes[-1] * len(prompts), options.decode_chunk)
     policy = batch.decode_policy
 
     history = batch.history_scales()
+    stop = options.should_stop or (lambda: None)
     trace = {"seed": request.seed, "batch_schedule": batch.describe(), "sizes": list(batch.sizes), "scales": [],
              "events": []}
     if history:  # the extra cost of a history potential, for users and the benchmark
         trace["history_scoring"] = {"potential": batch.potential, "scales": list(history), "images": 0,
                                     "seconds": 0.0}
-    for si in range(len(image_schedule)):
+    for si in range(scales):
+        stop()
         state = state.step()
         trace["scales"].append({"scale": si, "live": state.num_candidates})
         emit(ScaleDone(si, state))
-        event, per_prompt = batch.event(si), batch.sizes[si]
+        event, per_prompt = batch.selection_at(si), batch.sizes[si]
         side = policy.side_at(si, image_schedule, per_token)
-        decode = {"decode_side": side, "decode_chunk": policy.chunk(side, full_side, final_images)}
+        decode = {"decode_side": side, "decode_chunk": policy.chunk(side, full_side, final_images),
+                  "should_stop": options.should_stop}
         if si in history:
             # at a selection's side, so that a clustering after this scale reuses the decode
             start = time.perf_counter()
@@ -102,14 +103,15 @@ def run_search(model, vae, request: SearchRequest, on_event: EventHandler | None
             trace["history_scoring"]["seconds"] += seconds
             emit(HistoryScored(si, state, seconds))
         before = state
-        if event == "cluster" and per_prompt < state.num_candidates // state.num_prompts:
+        if event == "cluster":
             with idle(vae, extractor):
                 state, record = cluster_step(state, vae, extractor, per_prompt, batch.feature_mode,
-                                             capacity_scales=room(si), release_input=True, **decode)
+                                             capacity_scales=batch.cache_room(si, scales), release_input=True, **decode)
         elif event == "resample":
             with idle(vae, reward):
                 state, record = resample_step(state, vae, reward, prompts, per_prompt, batch.potential, batch.lam,
-                                              capacity_scales=room(si), release_input=True, **decode)
+                                              capacity_scales=batch.cache_room(si, scales), release_input=True,
+                                              **decode)
         else:
             continue
         trace["events"].append(record.to_json())
@@ -118,8 +120,8 @@ def run_search(model, vae, request: SearchRequest, on_event: EventHandler | None
     mode = batch.final if reward is not None else "none"
     with idle(vae, reward):
         state, picks, record = final_pick(state, vae, reward if batch.score_final else None, prompts, mode,
-                                          batch.lam, options.decode_chunk)
-        images = state.decode(vae, options.decode_chunk)
+                                          batch.lam, options.decode_chunk, options.should_stop)
+        images = state.decode(vae, options.decode_chunk, should_stop=options.should_stop)
     trace["events"].append(record.to_json())
     trace["picks"] = picks
     emit(SearchDone(record, state))

@@ -5,6 +5,15 @@ Each parser raises ValueError with a message that says what is wrong and how to 
 from __future__ import annotations
 
 from ..model.schedules import validate_schedule
+from ..model.text import check_text
+
+
+def check_prompt(text: str, what: str = "the prompt") -> str:
+    """A prompt a search can use: not blank, and text the tokenizer can take."""
+    check_text(text, what)
+    if not text.strip():
+        raise ValueError(f"{what} is empty: type what the image should show")
+    return text
 
 
 def parse_ints(text: str, what: str) -> tuple[int, ...]:

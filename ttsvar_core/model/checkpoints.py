@@ -18,7 +18,7 @@ import torch
 from safetensors import safe_open
 
 from .config import PAIRING_HINT, PRESETS, VAE_PRESETS, InfinityConfig, VAEConfig
-from .files import INDEX_FILES
+from .files import INDEX_FILES, holds_code
 from .infinity import Infinity
 from .vae import BSQVAE
 
@@ -83,6 +83,9 @@ class TensorSource:
                 raise CheckpointError(f"cannot read {path}: the file is truncated or corrupted ({e}); "
                                       "download it again") from e
         except Exception as e:  # the unpickler raises many types for damaged or foreign files
+            if holds_code(e):
+                raise CheckpointError(f"{path} holds Python objects (code), not only tensors, and is refused "
+                                      "unread for safety; use the official weights file") from e
             raise CheckpointError(f"cannot read {path} as a PyTorch checkpoint ({type(e).__name__}: {e}); "
                                   "the file is truncated, corrupted or not a weights file") from e
         try:  # legacy (non-zip) files cannot be memory-mapped
@@ -91,9 +94,16 @@ class TensorSource:
             raise CheckpointError(f"cannot read {path} as a PyTorch checkpoint ({type(e).__name__}: {e})") from e
 
     def _check_flat(self, state):
-        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-            kinds = sorted(state)[:8] if isinstance(state, dict) else type(state).__name__
-            raise CheckpointError(f"{self.path} does not hold a flat state dict of tensors (found {kinds})")
+        if isinstance(state, dict) and all(isinstance(v, torch.Tensor) for v in state.values()):
+            return
+        nested = [(k, v) for k, v in state.items() if isinstance(v, dict)] if isinstance(state, dict) else []
+        if len(nested) == 1:  # e.g. a VAE file ('vae': {...}) in the transformer slot
+            key, inner = nested[0]
+            found = describe_keys(inner)
+            raise CheckpointError(f"{self.path} is {found} (its weights sit under '{key}'), not the flat state dict "
+                                  "this slot takes: it belongs in another slot")
+        kinds = sorted(state)[:8] if isinstance(state, dict) else type(state).__name__
+        raise CheckpointError(f"{self.path} does not hold a flat state dict of tensors (found {kinds})")
 
     def _open_file(self, path: Path):
         if path not in self._open:
@@ -133,20 +143,34 @@ class TensorSource:
 
 
 # ---- recognising what a file is -------------------------------------------------------------------------
+LOOKS_LIKE_VAE = "a VAE checkpoint"
+LOOKS_LIKE_TRANSFORMER = "an Infinity transformer checkpoint"
+
+
 def describe_keys(keys) -> str:
     keys = set(keys)
     # before the VAE test: T5's keys start with encoder. too
     if any(k.startswith(("encoder.block.", "shared.")) for k in keys):
         return "a T5 text encoder"
     if any(k.startswith(("encoder.", "decoder.")) for k in keys):
-        return "a VAE checkpoint"
+        return LOOKS_LIKE_VAE
     if "pos_start" in keys or any(k.startswith("block_chunks.") for k in keys):
-        return "an Infinity transformer checkpoint"
+        return LOOKS_LIKE_TRANSFORMER
     if any(k.startswith(("blocks.", "module.", "model.")) for k in keys):
         return "a transformer with a different key layout (expected block_chunks.{i}.module.{j}.*)"
     if any("text_model" in k or "vision_model" in k or "visual." in k for k in keys):
         return "a CLIP/BLIP-style checkpoint (reward or feature model)"
     return "an unknown checkpoint"
+
+
+def wrong_kind(path, keys, looks_like: str, wanted: str, missing: str, slot_hint: str) -> CheckpointError:
+    """A file the loader cannot use: of another kind (it goes into another slot), or of the wanted kind
+    with `missing` absent (incomplete: an interrupted download, a shard index naming too few keys)."""
+    found = describe_keys(keys)
+    if found == looks_like:
+        return CheckpointError(f"{path} looks like {found} but has no {missing}: the file is incomplete or "
+                               "damaged; download it again (every shard, for a folder)")
+    return CheckpointError(f"{path} is {found}, not {wanted}; {slot_hint}")
 
 
 def vae_config_from_source(src: TensorSource) -> VAEConfig:
@@ -160,8 +184,8 @@ def vae_config_from_source(src: TensorSource) -> VAEConfig:
         return wrapped if wrapped in keys else plain if plain in keys else None
 
     if find("decoder.conv_in.conv.weight") is None:
-        raise CheckpointError(f"{src.path} is {describe_keys(keys)}, not an Infinity VAE "
-                              "(no decoder.conv_in weights); put the VAE file into the VAE slot")
+        raise wrong_kind(src.path, keys, LOOKS_LIKE_VAE, "an Infinity VAE", "decoder.conv_in weights",
+                         "put the VAE file into the VAE slot")
     d = src.shape(find("decoder.conv_in.conv.weight"))[1]
     enc_in = find("encoder.conv_in.conv.weight")
     base = src.shape(enc_in)[0] if enc_in else 128
@@ -185,9 +209,10 @@ def infinity_config_from_source(src: TensorSource, vae: VAEConfig | None = None)
         d["vae"] = _vae_from_dict(d["vae"])
         return InfinityConfig(**d)
     keys = set(src.keys())
-    if "pos_start" not in keys or "word_embed.weight" not in keys:
-        raise CheckpointError(f"{src.path} is {describe_keys(keys)}, not an Infinity transformer; "
-                              "put the transformer file (e.g. infinity_2b_reg.pth) into the model slot")
+    missing = [k for k in ("pos_start", "word_embed.weight") if k not in keys]
+    if missing:
+        raise wrong_kind(src.path, keys, LOOKS_LIKE_TRANSFORMER, "an Infinity transformer", " or ".join(missing),
+                         "put the transformer file (e.g. infinity_2b_reg.pth) into the model slot")
     embed_dim = src.shape("pos_start")[-1]
     for name, cfg in PRESETS.items():  # a released model: its preset (and so its VAE) is known
         if cfg.embed_dim == embed_dim and src.shape("word_embed.weight")[1] == cfg.token_dim \
@@ -277,7 +302,9 @@ def _load_strict(model: torch.nn.Module, src: TensorSource, name_map: dict[str, 
         if adapt and k in adapt:
             tensor = adapt[k](tensor)
         target = tensor.dtype if not tensor.is_floating_point() else dtype_of(k)
-        state[k] = tensor.to(device=device, dtype=target)
+        # always a copy: a CPU tensor of the right dtype would otherwise stay memory-mapped from the file
+        # (files.in_process_memory says why that must not happen)
+        state[k] = tensor.to(device=device, dtype=target, copy=True)
     model.load_state_dict(state, strict=True, assign=True)
     return model
 

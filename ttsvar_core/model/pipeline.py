@@ -47,7 +47,9 @@ class InfinityPipeline:
         return Prompts(tuple(prompts), features, tuple(lens), negative, negative_prompt or "")
 
     def schedule(self, aspect_ratio: float | str = 1.0, pixel_budget: str = "1M", custom=None):
-        return validate_schedule(custom) if custom else get_schedule(aspect_ratio, pixel_budget)
+        if custom:
+            return validate_schedule(custom, self.model.cfg.num_levels)
+        return get_schedule(aspect_ratio, pixel_budget)
 
     @property
     def pixels_per_token(self) -> int:

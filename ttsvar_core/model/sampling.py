@@ -7,6 +7,7 @@ resize the sum to the next scale's input. Op order follows the official loop so 
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -50,8 +51,10 @@ class SamplingParams:
             if isinstance(value, (tuple, list)) and len(value) < num_scales:
                 raise ValueError(f"{name} list has {len(value)} entries but the schedule has {num_scales} scales")
         for si in range(num_scales):
-            if not self.tau_at(si) > 0:
-                raise ValueError(f"tau must be > 0 at every scale (scale {si} has {self.tau_at(si)})")
+            if not 0 < self.tau_at(si) < math.inf:
+                raise ValueError(f"tau must be a finite number > 0 at every scale (scale {si} has {self.tau_at(si)})")
+            if not math.isfinite(self.cfg_at(si)):
+                raise ValueError(f"cfg must be a finite number at every scale (scale {si} has {self.cfg_at(si)})")
         if self.top_k < 0 or not 0 <= self.top_p <= 1:
             raise ValueError("top_k must be >= 0 and top_p within [0, 1]")
         return self
@@ -69,7 +72,7 @@ class Geometry:
 
     @classmethod
     def build(cls, model: Infinity, schedule) -> "Geometry":
-        schedule = validate_schedule(schedule)
+        schedule = validate_schedule(schedule, model.cfg.num_levels)
         cos, sin = rope_cos_sin(schedule, model.cfg.head_dim, device=model.device)
         starts = [0]
         for h, w in schedule:
@@ -210,10 +213,16 @@ def next_input(summed: torch.Tensor, geometry: Geometry, si: int) -> torch.Tenso
     return x.reshape(*x.shape[:2], -1).permute(0, 2, 1)
 
 
-def decode_images(vae, summed: torch.Tensor, chunk: int = 8) -> torch.Tensor:
-    """Summed codes [n, d, 1, H, W] -> images in [-1, 1] [n, 3, pH, pW], decoded `chunk` at a time."""
+def decode_images(vae, summed: torch.Tensor, chunk: int = 8, should_stop=None) -> torch.Tensor:
+    """Summed codes [n, d, 1, H, W] -> images in [-1, 1] [n, 3, pH, pW], decoded `chunk` at a time.
+    `should_stop()` runs before every chunk and raises to cancel (a large decode takes minutes)."""
     z = summed.squeeze(-3)
-    return torch.cat([vae.decode(z[i:i + chunk].to(vae.device)) for i in range(0, z.shape[0], chunk)], 0)
+    parts = []
+    for i in range(0, z.shape[0], chunk):
+        if should_stop is not None:
+            should_stop()
+        parts.append(vae.decode(z[i:i + chunk].to(vae.device)))
+    return torch.cat(parts, 0)
 
 
 @torch.no_grad()

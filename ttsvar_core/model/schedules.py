@@ -1,6 +1,8 @@
 """Scale schedules (aspect-ratio templates x pixel budgets) and 2-D RoPE positions."""
 from __future__ import annotations
 
+import math
+
 import torch
 
 # 13 scales (h, w) of the 1M schedule of each template with h/w >= 1; the reciprocal ratios are transposes.
@@ -30,6 +32,8 @@ ASPECT_RATIOS: tuple[str, ...] = ("1.0", "1.25", "0.8", "1.333", "0.75", "1.5", 
                                   "0.5", "2.5", "0.4", "3.0", "0.333")
 PIXEL_BUDGETS: dict[str, int] = {"0.06M": 7, "0.25M": 10, "0.60M": 12, "1M": 13}
 PIXELS_PER_TOKEN = 16  # true for both released models (8B: 2x patchify x f8 VAE)
+# The official RoPE table has 128 positions per side (2048 px / 16); the released models never saw more.
+MAX_GRID_SIDE = 128
 
 
 def _schedule_1m(ratio: str) -> list[tuple[int, int]]:
@@ -44,8 +48,8 @@ SCHEDULES_1M: dict[str, list[tuple[int, int]]] = {r: _schedule_1m(r) for r in AS
 
 def snap_aspect_ratio(h_div_w: float) -> str:
     """The official snapping: nearest template by absolute difference, first on ties."""
-    if not h_div_w > 0:
-        raise ValueError(f"aspect ratio h/w must be positive, got {h_div_w}")
+    if not 0 < h_div_w < math.inf:
+        raise ValueError(f"the aspect ratio h/w must be a positive finite number (e.g. 1.0, 0.75), got {h_div_w}")
     return min(ASPECT_RATIOS, key=lambda r: abs(float(r) - h_div_w))
 
 
@@ -63,7 +67,9 @@ def image_size(schedule: list[tuple[int, int]]) -> tuple[int, int]:
     return h * PIXELS_PER_TOKEN, w * PIXELS_PER_TOKEN
 
 
-def validate_schedule(schedule) -> list[tuple[int, int]]:
+def validate_schedule(schedule, num_levels: int | None = None) -> list[tuple[int, int]]:
+    """The schedule as (h, w) token grids, checked against what the network can run: `num_levels` is the
+    model's number of scale embeddings (its `cfg.num_levels`); without it only model-free rules apply."""
     out = []
     for i, hw in enumerate(schedule):
         if len(hw) == 3:  # official (t, h, w) tuples; inference uses t = 1
@@ -71,12 +77,22 @@ def validate_schedule(schedule) -> list[tuple[int, int]]:
         h, w = int(hw[0]), int(hw[1])
         if h < 1 or w < 1:
             raise ValueError(f"scale {i} has size {h}x{w}; every scale needs at least 1x1 tokens")
+        if not out and (h, w) != (1, 1):
+            raise ValueError(f"the first scale is {h}x{w}, but it must be 1x1: every image starts from one "
+                             "token, the pooled prompt; write 1x1 first, e.g. 1x1,2x2,4x4")
         if out and (h < out[-1][0] or w < out[-1][1]):
             raise ValueError(f"scale {i} ({h}x{w}) is smaller than scale {i - 1} ({out[-1][0]}x{out[-1][1]});"
                              " scales must grow coarse to fine")
+        if max(h, w) > MAX_GRID_SIDE:
+            raise ValueError(f"scale {i} is {h}x{w} tokens, larger than the {MAX_GRID_SIDE}x{MAX_GRID_SIDE} grid "
+                             f"the position table covers ({MAX_GRID_SIDE * PIXELS_PER_TOKEN} px); use a smaller "
+                             "last scale (the 1M schedules end at 64x64 for 1:1)")
         out.append((h, w))
     if not out:
         raise ValueError("a schedule needs at least one scale")
+    if num_levels is not None and len(out) > num_levels:
+        raise ValueError(f"the schedule has {len(out)} scales but the model has scale embeddings for {num_levels}: "
+                         f"use at most {num_levels} scales")
     return out
 
 
@@ -111,6 +127,6 @@ def rope_cos_sin(schedule: list[tuple[int, int]], head_dim: int, device=None) ->
     rows, cols = rope_positions(schedule)
     size = int(max(rows.max(), cols.max())) + 1
     # angles of a whole integer grid, then gathered: the same float32 values the reference tabulates
-    grid = torch.outer(torch.arange(max(size, 128), dtype=torch.float32), inv_freq)
+    grid = torch.outer(torch.arange(max(size, MAX_GRID_SIDE), dtype=torch.float32), inv_freq)
     angles = torch.cat([grid[rows], grid[cols]], dim=-1)
     return angles.cos().to(device), angles.sin().to(device)

@@ -9,6 +9,7 @@ tokenizer: the caller passes a tokenizer folder, e.g. ComfyUI's comfy/text_encod
 from __future__ import annotations
 
 import json
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import torch
 from .checkpoints import CONFIG_METADATA_KEY, CheckpointError, TensorSource, describe_keys, mismatch_report
 from .dtypes import parse_dtype
 from .files import HF_WEIGHT_FILES as WEIGHT_FILES
-from .files import INDEX_FILES
+from .files import INDEX_FILES, in_process_memory, unreadable_weights
 
 TOKENIZER_FILES = ("tokenizer.json", "spiece.model")
 # T5EncoderModel ties the encoder's token embedding to `shared`: a single file stores the matrix once
@@ -27,6 +28,19 @@ CONVERT_HINT = "python -m ttsvar_core convert-t5 FLAN_T5_XL_FOLDER OUT.safetenso
 
 class TextEncoderError(ValueError):
     pass
+
+
+def check_text(text: str, what: str = "the prompt") -> None:
+    """Refuses text the tokenizer cannot take: a lone surrogate (half of a UTF-16 pair, from a broken paste
+    or a JSON escape such as \\ud800) is no character at all, and the tokenizer fails on it with a TypeError."""
+    if not isinstance(text, str):
+        raise TextEncoderError(f"{what} must be text, got {type(text).__name__}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise TextEncoderError(f"{what} holds an invalid character at position {e.start} ({text[e.start]!r}, half "
+                               "of a UTF-16 surrogate pair, often from a broken copy and paste): retype that part "
+                               "of the prompt") from None
 
 
 def check_folder(folder: Path, *, own_tokenizer: bool = True) -> dict:
@@ -175,7 +189,11 @@ class TextEncoder:
             check_tokenizer_folder(Path(tokenizer))
         if self.source.is_dir():
             check_folder(self.source, own_tokenizer=tokenizer is None)
-            self.model = T5EncoderModel.from_pretrained(str(self.source), dtype=self.dtype, local_files_only=True)
+            from safetensors import SafetensorError
+            try:
+                self.model = T5EncoderModel.from_pretrained(str(self.source), dtype=self.dtype, local_files_only=True)
+            except (pickle.UnpicklingError, SafetensorError, EOFError) as e:
+                raise TextEncoderError(unreadable_weights(self.source, e)) from e
         elif not self.source.exists():
             raise FileNotFoundError(f"text encoder not found: {self.source} (expected a local flan-t5-xl folder with "
                                     "config.json, tokenizer and weights, or the .safetensors file written by "
@@ -190,7 +208,7 @@ class TextEncoder:
             # from_pretrained, not load_state_dict: the same dtype rules (fp32 feed-forward outputs under
             # fp16) and the same attention implementation as a folder load, so both give the same features
             self.model = T5EncoderModel.from_pretrained(None, config=config, state_dict=state, dtype=self.dtype)
-        self.model.to(self.device).eval().requires_grad_(False)
+        in_process_memory(self.model.to(self.device).eval().requires_grad_(False))
         self.tokenizer = load_tokenizer(Path(tokenizer) if tokenizer is not None else self.source,
                                         self.model.config.vocab_size)
         self.max_length = max_length
@@ -208,6 +226,8 @@ class TextEncoder:
     def encode(self, prompts: list[str]) -> tuple[torch.Tensor, list[int]]:
         if isinstance(prompts, str):
             prompts = [prompts]
+        for i, prompt in enumerate(prompts):
+            check_text(prompt, f"prompt {i + 1}" if len(prompts) > 1 else "the prompt")
         unique = list(dict.fromkeys(prompts))
         batch = self.tokenizer(unique, max_length=self.max_length, padding="longest", truncation=True,
                                return_tensors="pt")

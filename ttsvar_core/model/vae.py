@@ -133,6 +133,21 @@ class Decoder(nn.Module):
         return self.conv_out(F.silu(self.norm_out(h)))
 
 
+def decoder_widest(cfg: VAEConfig, h: int, w: int) -> int:
+    """Elements of the decoder's widest activation for one h x w latent: channels x pixels, maximised over
+    the tensors a level's first block and its upsampling take in (the memory estimate scales this)."""
+    ups = int(math.log2(cfg.patch_size))
+    mult = cfg.decoder_ch_mult
+    cin, side, widest = cfg.base_ch * mult[-1], 1, 0
+    for level in reversed(range(len(mult))):
+        widest = max(widest, cin * h * w * side * side)
+        cin = cfg.base_ch * mult[level]
+        if 1 <= level <= ups:
+            side *= 2
+            widest = max(widest, cin * h * w * side * side)
+    return widest
+
+
 class LFQ(nn.Module):
     def __init__(self, codebook_dim):
         super().__init__()

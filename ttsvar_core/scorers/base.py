@@ -12,7 +12,13 @@ import torch
 from PIL import Image
 
 from ..model.dtypes import parse_dtype
+from ..model.files import in_process_memory
 from .images import ImageBatch, ImagesLike
+
+# Rough peak activation memory of one image in a batch, in float32: an upper bound for the shipped models
+# (SigLIP so400m at 384 px, the largest, holds about 80 MB per image: 729 tokens, 16 attention maps).
+WORKING_BYTES_PER_IMAGE = 128 * 2**20
+
 
 def resolve_max_batch(max_batch: int) -> int:
     if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
@@ -39,6 +45,8 @@ class _Hosted:
         self.max_batch = resolve_max_batch(max_batch)
         self._offloaded = True
         self._place(self.device)
+        for module in modules.values():  # CPU weights must not stay memory-mapped from their file
+            in_process_memory(module)
 
     @property
     def is_offloaded(self) -> bool:
@@ -63,6 +71,16 @@ class _Hosted:
     def _module_dtype(self, module: torch.nn.Module) -> torch.dtype:
         """Small heads stay in float32 (the originals compute them on float features)."""
         return torch.float32 if getattr(module, "keep_float32", False) else self.dtype
+
+    @property
+    def batch_bytes(self) -> int:
+        """Rough peak memory one batch needs on `device` beyond the weights (the search's memory estimate)."""
+        return self.max_batch * WORKING_BYTES_PER_IMAGE * self.dtype.itemsize // 4
+
+    @property
+    def weight_bytes(self) -> int:
+        return sum(t.numel() * t.element_size() for m in self._modules.values()
+                   for t in list(m.parameters()) + list(m.buffers()))
 
     def _ready(self) -> None:
         if self._offloaded:

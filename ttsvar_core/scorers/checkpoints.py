@@ -12,6 +12,7 @@ from typing import Callable, Dict, Iterable
 
 import torch
 
+from ..model.files import holds_code
 from .errors import WrongFileError, not_found
 
 TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
@@ -71,7 +72,7 @@ def _read_torch(path: Path, expected: str) -> dict:
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as exc:
-        if "Unsupported global" not in str(exc):  # not refused, just not a torch file
+        if not holds_code(exc):  # not refused, just not a torch file
             raise WrongFileError(f"{path} is not a readable PyTorch file; expected {expected}.") from exc
         raise WrongFileError(
             f"{path} cannot be loaded safely (torch.load with weights_only=True refused it: it holds "

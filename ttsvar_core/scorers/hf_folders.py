@@ -7,6 +7,7 @@ processors, so results do not depend on whether torchvision (the fast processors
 """
 
 import json
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
@@ -15,6 +16,7 @@ import torch
 from PIL import Image
 
 from ..model.files import HF_WEIGHT_FILES as WEIGHT_FILES
+from ..model.files import unreadable_weights
 from .checkpoints import require_folder
 from .errors import ModelFileNotFoundError, WrongFileError
 from .images import center_crop, resize_exact, resize_shorter_side, to_normalized_tensor
@@ -51,8 +53,11 @@ def model_folder(path, model_types: Sequence[str], expected: str, folder_hint: s
 
 def load_pretrained(model_class, folder: Path, expected: str) -> torch.nn.Module:
     """from_pretrained on a local folder; every model weight must come from the folder."""
+    from safetensors import SafetensorError
     try:
         model, info = model_class.from_pretrained(str(folder), local_files_only=True, output_loading_info=True)
+    except (pickle.UnpicklingError, SafetensorError, EOFError) as exc:
+        raise WrongFileError(f"{unreadable_weights(folder, exc)} ({expected} was expected).") from exc
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise WrongFileError(f"{folder} could not be loaded as {expected}: {exc}") from exc
     problems = {name: list(info.get(name) or []) for name in ("missing_keys", "mismatched_keys")}
