@@ -8,7 +8,6 @@ transformer's and the decoder's working memory are measured factors (see the con
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
