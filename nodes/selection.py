@@ -9,12 +9,12 @@ from dataclasses import replace
 
 from comfy_api.latest import io
 
-from ..ttsvar_core.engine import cluster_step, final_pick, resample_step
+from ..ttsvar_core.engine import FinalScores, cluster_step, final_pick, resample_step
 from . import comfy_glue as glue
 from . import previews
 from .candidates import candidates_input, candidates_output
 from .options import CATEGORY, FEATURE_MODE_CHOICES, PICK_MODES, POTENTIAL_CHOICES, SELECTION_SIDE
-from .types import FEATURES, IMAGE, REWARD, STATE, Candidates, Choice, to_image
+from .types import FEATURES, IMAGE, REWARD, STATE, Candidates, Choice, score_outputs, score_values, to_image
 
 
 def lam_input(tooltip: str) -> io.Float.Input:
@@ -111,6 +111,7 @@ class TTSVARPickBest(io.ComfyNode):
                 IMAGE.Output(display_name="chosen", tooltip="the picked image of each prompt"),
                 IMAGE.Output(display_name="finalists", tooltip="every finished candidate"),
                 STATE.Output(display_name="candidates", tooltip="the finished candidates with their final scores"),
+                *score_outputs(),
             ],
             hidden=[io.Hidden.unique_id],
             is_output_node=True,
@@ -128,5 +129,6 @@ class TTSVARPickBest(io.ComfyNode):
                                               PICK_MODES[mode], lam)
         images = state.decode(candidates.vae)
         grid = previews.final_grid(state, candidates.vae, candidates.prompts, record, glue.save_thumbnail)
-        return io.NodeOutput(to_image(images[picks]), to_image(images), replace(candidates, state=state),
+        scores = score_values(FinalScores.of(state, record, candidates.prompts))
+        return io.NodeOutput(to_image(images[picks]), to_image(images), replace(candidates, state=state), *scores,
                              ui=glue.send_candidates(cls.hidden.unique_id, grid))

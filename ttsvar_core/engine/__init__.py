@@ -1,5 +1,6 @@
 """The TTS-VAR search engine: requests, candidate state, batch schedules, selection, strategies and events."""
-from .events import Event, EventHandler, GroupRecord, ScaleDone, SearchDone, SelectionDone, SelectionRecord
+from .events import (Event, EventHandler, FinalScores, GroupRecord, ScaleDone, SearchDone, SelectionDone,
+                     SelectionRecord)
 from .request import MAX_SEED, Prompts, RunOptions, Scorers, SearchRequest
 from .schedule import PRESET_NAMES, BatchSchedule, DecodePolicy, preset
 from .selection import (cluster_select, cluster_step, combine_rewards, final_pick, pca_maps, potential, resample,
@@ -12,4 +13,5 @@ __all__ = ["BatchSchedule", "DecodePolicy", "PRESET_NAMES", "preset", "SearchSta
            "cluster_select", "cluster_step", "combine_rewards", "final_pick", "pca_maps", "potential", "resample",
            "resample_step", "resampling_weights", "score_step", "STRATEGIES", "SearchResult", "run_search",
            "schedule_for", "Prompts", "RunOptions", "Scorers", "SearchRequest", "MAX_SEED", "Event",
-           "EventHandler", "GroupRecord", "ScaleDone", "SearchDone", "SelectionDone", "SelectionRecord"]
+           "EventHandler", "FinalScores", "GroupRecord", "ScaleDone", "SearchDone", "SelectionDone",
+           "SelectionRecord"]
