@@ -41,6 +41,8 @@ SELECTION_DECODES = {
     "448 px": {"selection_side": 448, "selection_resolution": "fixed"},
     "scale grid (fast)": {"selection_side": 448, "selection_resolution": "scale"},
     "full size (reference)": {"selection_side": None, "selection_resolution": "fixed"},
+    # the shipped ShapesWorld model's setting (its sampling.json): its 64 px images hold no more for the scorers
+    "32 px (ShapesWorld)": {"selection_side": 32, "selection_resolution": "fixed"},
 }
 # Side (px) at which the node-by-node selections decode candidates for reward and feature models, and at
 # which the Step node decodes its preview: the same size, so a selection after a Step reuses that decode.

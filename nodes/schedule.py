@@ -42,7 +42,7 @@ class TTSVARBatchSchedule(io.ComfyNode):
                                "448 px: enough for their 224 px input; scale grid: a selection after scale k "
                                "decodes at scale k's token grid (at most 448 px), several times faster at early "
                                "scales but picks worse on our test model (docs/shapesworld_results.md); full size: "
-                               "as the paper's code"),
+                               "as the paper's code; 32 px: the shipped ShapesWorld model's setting"),
             ],
             outputs=[SCHEDULE.Output(display_name="schedule", tooltip="for the TTS-VAR Sampler")],
         )

@@ -180,11 +180,24 @@ def test_model_lists_group_shard_and_model_folders(comfy, tiny_models):
     # the 8B-style shard folders are one entry each; their shard files are not listed
     assert {"tiny_infinity.pth", "tiny_infinity.safetensors", "tiny_infinity_patchify_shards",
             "tiny_infinity_patchify_shards_bin"} <= set(models)
-    assert not [m for m in models if "/" in m]
+    assert not [m for m in models if "/" in m and not m.startswith("shapesworld/")]
     assert "tiny_vae_patchify.safetensors" in loader["vae"][0]
-    assert loader["text_encoder"][0] == ["tiny-t5"]
+    assert loader["text_encoder"][0] == ["shapesworld/t5", "tiny-t5"]
     assert "tiny-clip" in comfy.object_info("TTSVAR_RewardLoader")["input"]["required"]["file"][0]
     assert "tiny_dinov2_reg4.pth" in comfy.object_info("TTSVAR_FeatureLoader")["input"]["required"]["file"][0]
+
+
+def test_loaders_offer_the_shipped_model_and_only_their_own_part_of_it(comfy):
+    """ttsvar_core/assets is a search path of each model folder: every loader lists its own part of the
+    ShapesWorld model (the small CLIP is both reward and feature extractor) and no other file of that folder."""
+    def shipped(node, name):
+        return [e for e in comfy.object_info(node)["input"]["required"][name][0] if e.startswith("shapesworld/")]
+
+    assert shipped("TTSVAR_ModelLoader", "model") == ["shapesworld/shapesworld_infinity.safetensors"]
+    assert shipped("TTSVAR_ModelLoader", "vae") == ["shapesworld/shapesworld_vae.safetensors"]
+    assert shipped("TTSVAR_ModelLoader", "text_encoder") == ["shapesworld/t5"]
+    assert shipped("TTSVAR_RewardLoader", "file") == ["shapesworld/clip"]
+    assert shipped("TTSVAR_FeatureLoader", "file") == ["shapesworld/clip"]
 
 
 def test_node_by_node_search_sends_scale_events_and_candidate_grids(comfy, tiny_models):
