@@ -42,15 +42,6 @@ SAVED_WIDGETS_JS = """
 """
 
 
-def open_template(page, name):
-    """Templates dialog -> the pack's category -> the workflow's card, as a user does."""
-    page.evaluate("() => window.app.extensionManager.command.execute('Comfy.BrowseTemplates')")
-    dialog = page.get_by_role("dialog")
-    dialog.get_by_text(PACK, exact=True).click()
-    dialog.get_by_text(name, exact=True).click()
-    dialog.wait_for(state="detached", timeout=30_000)
-
-
 # Forgets the grids of earlier runs, so waiting for grids waits for this run's.
 CLEAR_GRIDS_JS = """
 (ids) => ids.forEach((id) => {
@@ -105,7 +96,7 @@ def test_workflow_from_template_browser_runs_and_shows_candidates(name, comfy_pa
     page = comfy_page.page
     page.set_viewport_size({"width": 1600, "height": 1000})
     errors_before = len(comfy_page.page_errors)
-    open_template(page, name)
+    workflows.open_template(page, name)
     shipped = workflows.load(name)
     loaded = page.evaluate("() => window.app.graph.nodes.map((n) => [n.id, n.type]).sort((a, b) => a[0] - b[0])")
     assert loaded == sorted([n["id"], n["type"]] for n in shipped["nodes"])
@@ -124,9 +115,10 @@ def test_workflow_from_template_browser_runs_and_shows_candidates(name, comfy_pa
     fit_view(page, ids[:4])
     comfy_page.clean_screenshot("candidates-closeup")
 
+    (prompt,) = [n["widgets_values"][0] for n in shipped["nodes"] if n["type"] == "TTSVAR_TextEncode"]
     for grid in grids:
         assert grid["figures"] == grid["candidates"] > 0, grid
-        assert grid["prompt"] == workflows.specs.PROMPT and grid["promptElements"] == 0
+        assert grid["prompt"] == prompt and grid["promptElements"] == 0
     assert grids[-1]["stage"] == "final"
     assert comfy_page.errors_mentioning(f"/extensions/{PACK}/") == []
     assert [e.message for e in comfy_page.page_errors[errors_before:]] == []
@@ -134,7 +126,7 @@ def test_workflow_from_template_browser_runs_and_shows_candidates(name, comfy_pa
 
 def test_prompt_shown_as_text_and_errors_shown_in_the_ui(comfy_page, comfy, workflows, tiny_models):
     page = comfy_page.page
-    open_template(page, "ttsvar_small_model_cpu")
+    workflows.open_template(page, "ttsvar_small_model_cpu")
 
     # prompt text with markup: shown as text, never parsed as HTML
     set_widgets(page, workflows, {"TTSVAR_TextEncode": {"prompt": TRICKY_PROMPT}})
@@ -147,14 +139,16 @@ def test_prompt_shown_as_text_and_errors_shown_in_the_ui(comfy_page, comfy, work
     # an invalid schedule is refused before the run, naming the schedule node's problem
     set_widgets(page, workflows, {"TTSVAR_BatchSchedule": {"batch_sizes": "8,4"}})
     page.get_by_role("button", name="Run", exact=True).click()
-    page.get_by_text("batch sizes: 2 values given but the image schedule has 5 scales").first.wait_for(timeout=30_000)
+    page.get_by_text("batch sizes: 2 values given but the image schedule has 7 scales").first.wait_for(timeout=30_000)
     page.wait_for_timeout(600)  # the dialog fades in
     comfy_page.screenshot("invalid-schedule")
     page.keyboard.press("Escape")
 
-    # a 2B/8B mismatch fails in the loader, with the pairing in the message
+    # a 2B/8B mismatch (the tiny files are named as the releases) fails in the loader, with the pairing in the
+    # message
     set_widgets(page, workflows, {"TTSVAR_BatchSchedule": {"batch_sizes": ""},
-                                  "TTSVAR_ModelLoader": {"vae": "tiny_vae_patchify.safetensors"}})
+                                  "TTSVAR_ModelLoader": {**workflows.specs.SMALL_MODEL,
+                                                         "vae": "tiny_vae_patchify.safetensors"}})
     fresh_seeds(page, workflows)
     page.get_by_role("button", name="Run", exact=True).click()
     page.get_by_text("Infinity-2B pairs with infinity_vae_d32reg.pth").first.wait_for(timeout=60_000)
@@ -164,7 +158,7 @@ def test_prompt_shown_as_text_and_errors_shown_in_the_ui(comfy_page, comfy, work
     comfy.wait_until_idle()
 
     # fixed, the same page runs the workflow again
-    set_widgets(page, workflows, {"TTSVAR_ModelLoader": {"vae": "tiny_vae.safetensors"}})
+    set_widgets(page, workflows, {"TTSVAR_ModelLoader": workflows.specs.SMALL_MODEL})
     fresh_seeds(page, workflows)
     (grid,) = run_and_wait_for_grids(comfy_page, comfy, ["6"])
     assert grid["stage"] == "final"
