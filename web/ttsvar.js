@@ -13,6 +13,8 @@ import { api } from "../../scripts/api.js";
 const GRID_NODES = new Set(["TTSVAR_Step", "TTSVAR_Cluster", "TTSVAR_Resample", "TTSVAR_PickBest", "TTSVAR_Sampler"]);
 const WIDGET_NAME = "ttsvar_candidates";
 const CELL = 92;         // px of one thumbnail cell
+const EMPTY_HEIGHT = 24; // px of the panel before the first grid: its one line of text
+const WAITING = "candidates appear here while the search runs";
 const MAX_COLUMNS = 4;
 const STAGE_TITLES = {
   step: "generated",
@@ -86,20 +88,23 @@ function element(tag, className, text) {
   return el;
 }
 
+// The grid's widget is created with the node and afterwards only its contents change: the Vue node renderer
+// ("Nodes 2.0") takes a node's widget list when the node is added to the graph (and again, frozen, whenever a
+// widget is edited), so a widget added later, at the first grid, would never be shown there.
+function addPanel(node) {
+  const root = element("div", "ttsvar-panel");
+  root.append(element("div", "ttsvar-head", WAITING), element("div", "ttsvar-prompt"), element("div", "ttsvar-grid"));
+  const widget = node.addDOMWidget(WIDGET_NAME, "ttsvar-grid", root, {
+    serialize: false,
+    hideOnZoom: false,
+    getMinHeight: () => widget.ttsvarHeight ?? EMPTY_HEIGHT,
+    getMaxHeight: () => widget.ttsvarHeight ?? EMPTY_HEIGHT,
+  });
+  widget.serialize = false;  // not part of the saved workflow: the grid comes from the server
+}
+
 function panelOf(node) {
-  let widget = node.widgets?.find((w) => w.name === WIDGET_NAME);
-  if (!widget) {
-    const root = element("div", "ttsvar-panel");
-    root.append(element("div", "ttsvar-head"), element("div", "ttsvar-prompt"), element("div", "ttsvar-grid"));
-    widget = node.addDOMWidget(WIDGET_NAME, "ttsvar-grid", root, {
-      serialize: false,
-      hideOnZoom: false,
-      getMinHeight: () => widget.ttsvarHeight ?? 24,
-      getMaxHeight: () => widget.ttsvarHeight ?? 24,
-    });
-    widget.serialize = false;
-  }
-  return widget;
+  return node.widgets.find((w) => w.name === WIDGET_NAME);
 }
 
 function resize(node, widget, rows, columns) {
@@ -186,6 +191,12 @@ app.registerExtension({
 
   async beforeRegisterNodeDef(nodeType, nodeData) {
     if (!GRID_NODES.has(nodeData.name)) return;
+    const onNodeCreated = nodeType.prototype.onNodeCreated;
+    nodeType.prototype.onNodeCreated = function () {
+      const result = onNodeCreated?.apply(this, arguments);
+      addPanel(this);
+      return result;
+    };
     const onExecuted = nodeType.prototype.onExecuted;
     nodeType.prototype.onExecuted = function (output) {
       onExecuted?.apply(this, arguments);
