@@ -13,7 +13,7 @@ import { api } from "../../scripts/api.js";
 const GRID_NODES = new Set(["TTSVAR_Step", "TTSVAR_Cluster", "TTSVAR_Resample", "TTSVAR_PickBest", "TTSVAR_Sampler"]);
 const WIDGET_NAME = "ttsvar_candidates";
 const CELL = 92;         // px of one thumbnail cell
-const EMPTY_HEIGHT = 24; // px of the panel before the first grid: its one line of text
+const EMPTY_HEIGHT = 40; // px of the widget before the first grid: one line of text and the frontend's margins
 const WAITING = "candidates appear here while the search runs";
 const MAX_COLUMNS = 4;
 const STAGE_TITLES = {
@@ -195,6 +195,9 @@ app.registerExtension({
     nodeType.prototype.onNodeCreated = function () {
       const result = onNodeCreated?.apply(this, arguments);
       addPanel(this);
+      // the frontend sized the node before this widget existed: make room for its line
+      const [width, height] = this.computeSize();
+      this.setSize([Math.max(this.size[0], width), Math.max(this.size[1], height)]);
       return result;
     };
     const onExecuted = nodeType.prototype.onExecuted;
