@@ -49,7 +49,8 @@ class TTSVARSampler(io.ComfyNode):
                 MODEL.Input("model", tooltip="the loaded Infinity model"),
                 CONDITIONING.Input("conditioning", tooltip="the prompt, encoded by TTS-VAR Text Encode"),
                 SCHEDULE.Input("schedule", tooltip="a TTS-VAR Batch Schedule: sizes, selections, image size"),
-                aspect_ratio_input("width:height template (the schedule's pixel budget sets the size)"),
+                aspect_ratio_input("the picture's shape, width:height (Infinity's 15 templates); the schedule's pixel "
+                                   "budget sets its size"),
                 *sampling_inputs(),
                 REWARD.Input("reward", optional=True,
                              tooltip="a reward model; needed when the schedule resamples or picks by reward"),
