@@ -8,7 +8,7 @@ called ``nodes``, so the pack's nodes are reached only through a relative import
 
 import os
 
-from .nodes import comfy_entrypoint
+from .nodes import comfy_entrypoint, shipped
 
 WEB_DIRECTORY = "./web"
 
@@ -54,5 +54,7 @@ except ImportError:
 
 if _comfy_folder_paths is not None:
     _register_model_folders(_comfy_folder_paths)
+    # the shipped ShapesWorld model, listed in the loaders so a first image needs no download
+    shipped.register(_comfy_folder_paths)
 
 __all__ = ["comfy_entrypoint", "WEB_DIRECTORY"]

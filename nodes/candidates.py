@@ -12,9 +12,9 @@ from ..ttsvar_core.engine import SearchRequest, SearchState, preset
 from ..ttsvar_core.engine.text_inputs import parse_scales
 from . import comfy_glue as glue
 from . import previews
-from .options import (CATEGORY, PIXEL_BUDGET_CHOICES, SELECTION_SIDE, aspect_ratio_input, custom_scales_input,
-                      image_schedule, sampling, sampling_inputs)
-from .types import CONDITIONING, IMAGE, MODEL, STATE, Candidates, Choice, to_image
+from .options import (CATEGORY, SELECTION_SIDE, aspect_ratio_input, custom_scales_input, image_schedule,
+                      pixel_budget_input, sampling, sampling_inputs)
+from .types import CONDITIONING, IMAGE, MODEL, STATE, Candidates, to_image
 
 
 def candidates_input() -> io.Input:
@@ -44,11 +44,12 @@ class TTSVARStart(io.ComfyNode):
             inputs=[
                 MODEL.Input("model", tooltip="the loaded Infinity model"),
                 CONDITIONING.Input("conditioning", tooltip="the prompt, encoded by TTS-VAR Text Encode"),
-                aspect_ratio_input("width:height template"),
-                Choice("pixel_budget", options=PIXEL_BUDGET_CHOICES, default="1M",
-                       tooltip="1M: 1024x1024 at 1:1 (13 scales); 0.25M: 512x512 (10); 0.06M: 256x256 (7)"),
+                aspect_ratio_input("the picture's shape, width:height (Infinity's 15 templates)"),
+                pixel_budget_input(),
                 *sampling_inputs(),
-                io.Int.Input("candidates", default=8, min=1, max=256, tooltip="N: how many candidates start"),
+                io.Int.Input("candidates", default=8, min=1, max=256,
+                             tooltip="how many candidates start: more gives the search more to choose from and "
+                                     "costs more time and memory (the paper starts 8)"),
                 custom_scales_input(),
             ],
             outputs=[candidates_output()],

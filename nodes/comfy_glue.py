@@ -6,7 +6,8 @@
   progress bar and reports the scale on the websocket;
 - previews: sending the candidate grid as the websocket event `ttsvar.candidates`;
   the events name the node by the id ComfyUI hands it (the schema's hidden unique_id);
-- model folders: listing files and model folders (8B shard folders, Hugging Face folders) as one entry each.
+- model folders: listing files and model folders (8B shard folders, Hugging Face folders) as one entry each,
+  the shipped ShapesWorld model among them (shipped.py).
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ import torch
 from server import PromptServer
 
 from ..ttsvar_core.model.files import INDEX_FILES
-from . import previews
+from . import previews, shipped
 
 CANDIDATES_EVENT = "ttsvar.candidates"
 SCALE_EVENT = "ttsvar.scale"
@@ -182,16 +183,30 @@ def list_models(folder_name: str, files: bool = True, folders: bool = True) -> l
             name = name.replace(os.sep, "/")
             if not any(name.startswith(g + "/") for g in grouped):
                 entries.add(name)
-    return sorted(entries)
+    return sorted(name for name in entries if _belongs_here(folder_name, name))
 
 
-def resolve_model(folder_name: str, name: str, what: str) -> str:
-    """Full path of an entry of list_models; a clear error when it is not there (renamed, deleted, or typed)."""
+def _locate(folder_name: str, name: str) -> tuple[str, str] | None:
+    """(search path, full path) of the first search path of the model folder that holds the entry."""
     for base in folder_paths.get_folder_paths(folder_name):
         candidate = os.path.realpath(os.path.join(base, name))
         inside = candidate.startswith(os.path.realpath(base) + os.sep)
         if inside and os.path.exists(candidate):
-            return candidate
+            return base, candidate
+    return None
+
+
+def _belongs_here(folder_name: str, name: str) -> bool:
+    """False for the shipped model's parts that belong to other model folders (its VAE under infinity...)."""
+    found = _locate(folder_name, name)
+    return found is None or found[0] != shipped.SHIPPED_DIR or shipped.ENTRIES.get(folder_name) == name
+
+
+def resolve_model(folder_name: str, name: str, what: str) -> str:
+    """Full path of an entry of list_models; a clear error when it is not there (renamed, deleted, or typed)."""
+    found = _locate(folder_name, name)
+    if found is not None:
+        return found[1]
     searched = ", ".join(folder_paths.get_folder_paths(folder_name)) or "(no folder registered)"
     raise FileNotFoundError(f"{what} {name!r} was not found in models/{folder_name} (searched: {searched}). "
                             "Put the file there and press R in ComfyUI to refresh the lists.")

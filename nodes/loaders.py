@@ -39,8 +39,11 @@ def pairing_problem(model: str, vae: str) -> str | None:
     return None
 
 
-def dtype_input(tooltip: str) -> Choice:
-    return Choice("dtype", options=DTYPE_CHOICES, default="auto", tooltip=tooltip)
+def dtype_input(weights: str) -> Choice:
+    return Choice("dtype", options=DTYPE_CHOICES, default="auto",
+                  tooltip=f"number format of the {weights}: auto is bf16 on GPUs that support it (the released "
+                          "models' format), fp16 on other GPUs and fp32 on a CPU; fp32 is the most exact and needs "
+                          "twice the memory of bf16 or fp16")
 
 
 class TTSVARModelLoader(io.ComfyNode):
@@ -52,13 +55,15 @@ class TTSVARModelLoader(io.ComfyNode):
                         "encoder. The transformer and VAE must belong together.",
             inputs=[
                 Choice("model", options=glue.list_models("infinity"),
-                       tooltip="models/infinity: infinity_2b_reg.pth, or the infinity_8b_weights shard folder"),
+                       tooltip="models/infinity: infinity_2b_reg.pth, or the infinity_8b_weights shard folder; "
+                               "shapesworld/... is the small model that ships with the pack"),
                 Choice("vae", options=glue.list_models("infinity_vae"),
                        tooltip="models/infinity_vae: infinity_vae_d32reg.pth (2B) or "
-                               "infinity_vae_d56_f8_14_patchify.pth (8B)"),
+                               "infinity_vae_d56_f8_14_patchify.pth (8B); the shipped small model has its own"),
                 Choice("text_encoder", options=glue.list_models("text_encoders", files=False),
-                       tooltip="a flan-t5-xl folder in models/text_encoders (config.json, tokenizer, weights)"),
-                dtype_input("weights of the transformer blocks; auto: bf16 on GPUs that support it, fp32 on CPU"),
+                       tooltip="a flan-t5-xl folder in models/text_encoders (config.json, tokenizer, weights); "
+                               "shapesworld/t5 for the shipped small model"),
+                dtype_input("transformer blocks' weights"),
             ],
             outputs=[MODEL.Output(display_name="model", tooltip="transformer, VAE and text encoder")],
         )
@@ -93,11 +98,15 @@ class TTSVARRewardLoader(io.ComfyNode):
             description="Loads a reward model that scores candidates against the prompt (ImageReward, HPS v2, "
                         "CLIP score, aesthetic). It waits on the CPU and visits the GPU only while scoring.",
             inputs=[
-                Choice("kind", options=reward_kinds(), default="imagereward", tooltip="which reward model the file is"),
+                Choice("kind", options=reward_kinds(), default="imagereward",
+                       tooltip="which reward model the file is: imagereward (ImageReward.pt, TTS-VAR's default), "
+                               "hps (HPS v2.1), clip (a CLIP folder: how well image and prompt match, e.g. the "
+                               "shipped small model's), aesthetic (how good it looks, ignoring the prompt; needs "
+                               "siglip_folder)"),
                 Choice("file", options=glue.list_models("ttsvar_rewards"),
                        tooltip="models/ttsvar_rewards: ImageReward.pt, HPS_v2.1_compressed.pt, a CLIP folder, or "
                                "aesthetic_predictor_v2_5.pth"),
-                dtype_input("weights of the reward model; auto: bf16 on GPUs that support it, fp32 on CPU"),
+                dtype_input("reward model's weights"),
                 Choice("siglip_folder", options=[NO_FILE] + glue.list_models("ttsvar_rewards", files=False),
                        default=NO_FILE, optional=True, tooltip="aesthetic only: the siglip-so400m-patch14-384 folder"),
             ],
@@ -130,11 +139,13 @@ class TTSVARFeatureLoader(io.ComfyNode):
                         "or InceptionV3). It waits on the CPU and visits the GPU only while extracting.",
             inputs=[
                 Choice("kind", options=feature_extractor_kinds(), default="dinov2",
-                       tooltip="which feature extractor the file is"),
+                       tooltip="which feature extractor the file is: dinov2 (DINOv2 with registers, TTS-VAR's "
+                               "default), inception (InceptionV3), clip-vision (the image tower of a CLIP folder, "
+                               "e.g. the shipped small model's)"),
                 Choice("file", options=glue.list_models("ttsvar_features"),
                        tooltip="models/ttsvar_features: dinov2_vitl14_reg4_pretrain.pth, a "
                                "dinov2-with-registers-large folder, or inception_v3_google-0cc3c7bd.pth"),
-                dtype_input("weights of the extractor; auto: bf16 on GPUs that support it, fp32 on CPU"),
+                dtype_input("extractor's weights"),
             ],
             outputs=[FEATURES.Output(display_name="features", tooltip="image features for clustering")],
         )

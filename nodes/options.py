@@ -51,14 +51,21 @@ SCHEDULE_PRESET_TOOLTIP = (
 SELECTION_DECODE_TOOLTIP = (
     "size at which selections decode candidates for the reward and feature models. "
     f"full size (paper): {DECODE_EFFECTS['paper']} 448 px: {DECODE_EFFECTS['448px']} "
-    f"scale grid (fast): {DECODE_EFFECTS['scale-grid']}")
+    f"scale grid (fast): {DECODE_EFFECTS['scale-grid']} 32 px (ShapesWorld): the shipped small model's setting, "
+    "its 64 px images hold no more for the scorers")
 PICK_MODES = {"best": "best", "sample by reward": "sample", "first": "none"}
 POTENTIAL_CHOICES = list(POTENTIALS)
 FEATURE_MODE_CHOICES = list(FEATURE_MODES)
 DTYPE_CHOICES = ["auto", "bf16", "fp16", "fp32"]
 # How selections decode candidates for the reward and feature models, as artists read it -> the engine's
-# named DecodePolicy (DECODE_CHOICES).
-SELECTION_DECODES = {"full size (paper)": "paper", "448 px": "448px", "scale grid (fast)": "scale-grid"}
+# DecodePolicy (the named choices of DECODE_CHOICES, and the shipped ShapesWorld model's own setting).
+SELECTION_DECODES = {
+    "full size (paper)": DECODE_CHOICES["paper"],
+    "448 px": DECODE_CHOICES["448px"],
+    "scale grid (fast)": DECODE_CHOICES["scale-grid"],
+    # the shipped ShapesWorld model's setting (its sampling.json): its 64 px images hold no more for the scorers
+    "32 px (ShapesWorld)": DecodePolicy(32),
+}
 # Side (px) at which the node-by-node selections decode candidates for reward and feature models, and at
 # which the Step node decodes its preview: the same size, so a selection after a Step reuses that decode.
 SELECTION_SIDE = DecodePolicy().side
@@ -68,17 +75,52 @@ SCALES_TOOLTIP = ("Optional. Token grids of a custom image schedule, coarse to f
 
 
 # ---- inputs several nodes share ---------------------------------------------------------------------
+# Tooltips are written for the person at the canvas: what changing the value does, and the usual value.
 def sampling_inputs() -> list[io.Input]:
     return [
         io.Int.Input("seed", default=0, min=0, max=MAX_SEED, control_after_generate=True,
-                     tooltip="seed of the first candidate; every candidate gets its own stream from it"),
+                     tooltip="which pictures you get: the same seed and settings give the same candidates again, "
+                             "another seed other ones (each candidate draws from its own stream made from it)"),
         io.Float.Input("cfg", default=3.0, min=1.0, max=30.0, step=0.1,
-                       tooltip="classifier-free guidance scale (1 = off)"),
-        io.Float.Input("tau", default=0.5, min=0.01, max=5.0, step=0.01, tooltip="sampling temperature of the bits"),
-        io.Int.Input("top_k", default=900, min=0, max=100000, tooltip="keep the k most likely bits; 0 = off"),
+                       tooltip="how closely the image follows the prompt (classifier-free guidance): 1 = off, 3 "
+                               "as the released models; higher sticks to the words more but looks harsher"),
+        io.Float.Input("tau", default=0.5, min=0.01, max=5.0, step=0.01,
+                       tooltip="temperature: lower gives cleaner, safer images, higher more varied and riskier "
+                               "ones; 0.5 as the released models"),
+        io.Int.Input("top_k", default=900, min=0, max=100000,
+                     tooltip="Infinity draws every bit of its codes from two values, so any k of 2 or more leaves "
+                             "the draw as it is (900 as the released models) and 1 always takes the likelier "
+                             "value; 0 = off"),
         io.Float.Input("top_p", default=0.97, min=0.0, max=1.0, step=0.01,
-                       tooltip="nucleus sampling: keep the most likely bits up to this probability mass"),
+                       tooltip="a bit whose likelier value is at least this sure takes that value instead of being "
+                               "drawn: 0.97 as the released models; lower gives smoother, less varied images; "
+                               "0 or 1 = off"),
     ]
+
+
+def pixel_budget_input() -> Choice:
+    return Choice("pixel_budget", options=PIXEL_BUDGET_CHOICES, default="1M",
+                  tooltip="the image size, which also sets the number of scales: 1M is 1024x1024 at 1:1 (13 "
+                          "scales), 0.60M 768x768 (12), 0.25M 512x512 (10), 0.06M 256x256 (7) for Infinity; the "
+                          "shipped ShapesWorld model draws 64x64 at 0.06M")
+
+
+def potential_input() -> Choice:
+    return Choice("potential", options=POTENTIAL_CHOICES, default="value",
+                  tooltip="what resampling weighs each candidate by: value, its reward now (the paper); diff, how "
+                          "much its reward rose since it was last scored; max, its best reward so far; sum, its "
+                          "rewards so far added up")
+
+
+def feature_mode_input() -> Choice:
+    return Choice("feature_mode", options=FEATURE_MODE_CHOICES, default="pca",
+                  tooltip="what clustering compares: pca, the layout (the main pattern across the image's patch "
+                          "features, as the paper); pool, the average patch feature; global, the extractor's one "
+                          "summary feature of the image")
+
+
+def lam_input(tooltip: str) -> io.Float.Input:
+    return io.Float.Input("lam", default=10.0, min=0.0, max=1000.0, step=0.1, tooltip=tooltip)
 
 
 def aspect_ratio_input(tooltip: str) -> Choice:
@@ -117,7 +159,7 @@ def schedule_from_widgets(preset_label: str, n: int, scales: int, batch_sizes: s
     if selection_decode not in SELECTION_DECODES:
         raise ValueError(f"unknown selection decode {selection_decode!r}; choose one of {list(SELECTION_DECODES)}")
     schedule = preset(SCHEDULE_PRESETS[preset_label], n=n, num_scales=scales)
-    policy = DECODE_CHOICES[SELECTION_DECODES[selection_decode]]
+    policy = SELECTION_DECODES[selection_decode]
     edits: dict = {"potential": potential, "lam": float(lam), "feature_mode": feature_mode,
                    "selection_side": policy.side, "selection_resolution": policy.resolution}
     if batch_sizes.strip():

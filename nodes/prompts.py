@@ -23,7 +23,8 @@ class TTSVARTextEncode(io.ComfyNode):
                 io.String.Input("prompt", multiline=True, default="", dynamic_prompts=False,
                                 tooltip="what the image should show"),
                 io.String.Input("negative_prompt", multiline=True, default="", dynamic_prompts=False,
-                                tooltip="optional; empty uses the model's learned unconditional text for guidance"),
+                                tooltip="optional: what the image should not show; empty uses the model's learned "
+                                        "unconditional text for guidance"),
             ],
             outputs=[CONDITIONING.Output(display_name="conditioning", tooltip="the encoded prompt")],
         )

@@ -3,22 +3,26 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from ..ttsvar_core.engine import ScaleDone, Scorers, SearchDone, SearchRequest, SelectionDone, run_search
+from ..ttsvar_core.engine import (FinalScores, ScaleDone, Scorers, SearchDone, SearchRequest, SelectionDone,
+                                  run_search)
 from . import comfy_glue as glue
 from . import previews
 from .options import CATEGORY, aspect_ratio_input, image_schedule, sampling, sampling_inputs
-from .types import CONDITIONING, FEATURES, IMAGE, MODEL, REWARD, SCHEDULE, STATE, Candidates, to_image
+from .types import (CONDITIONING, FEATURES, IMAGE, MODEL, REWARD, SCHEDULE, STATE, Candidates, score_outputs,
+                    score_values, to_image)
 
 
 class SamplerEvents:
     """run_search's event handler in the sampler: progress per scale, and a candidate grid at every
     clustering, resampling and the final pick (a selection's grid shows the candidates it chose from, at the
-    size it decoded them, so the grid costs no second decode). `ui` is the last grid, kept on the node."""
+    size it decoded them, so the grid costs no second decode). `ui` is the last grid, kept on the node;
+    `final` the final pick's record, for the score outputs."""
 
     def __init__(self, node: str, vae, prompts, scales: int):
         self.node, self.vae, self.prompts = node, vae, prompts
         self.progress = glue.ScaleProgress(node, 0, scales)
         self.ui = {}
+        self.final = None
 
     def __call__(self, event):
         if isinstance(event, ScaleDone):
@@ -27,6 +31,7 @@ class SamplerEvents:
             self.show(previews.selection_grid(event.record.event, event.before, self.vae, self.prompts,
                                               event.record, event.decode_side, glue.save_thumbnail))
         elif isinstance(event, SearchDone):
+            self.final = event.record
             self.show(previews.final_grid(event.state, self.vae, self.prompts, event.record, glue.save_thumbnail))
 
     def show(self, grid: dict) -> None:
@@ -44,7 +49,8 @@ class TTSVARSampler(io.ComfyNode):
                 MODEL.Input("model", tooltip="the loaded Infinity model"),
                 CONDITIONING.Input("conditioning", tooltip="the prompt, encoded by TTS-VAR Text Encode"),
                 SCHEDULE.Input("schedule", tooltip="a TTS-VAR Batch Schedule: sizes, selections, image size"),
-                aspect_ratio_input("width:height template (the schedule's pixel budget sets the size)"),
+                aspect_ratio_input("the picture's shape, width:height (Infinity's 15 templates); the schedule's pixel "
+                                   "budget sets its size"),
                 *sampling_inputs(),
                 REWARD.Input("reward", optional=True,
                              tooltip="a reward model; needed when the schedule resamples or picks by reward"),
@@ -55,6 +61,7 @@ class TTSVARSampler(io.ComfyNode):
                 IMAGE.Output(display_name="chosen", tooltip="the picked image of each prompt"),
                 IMAGE.Output(display_name="finalists", tooltip="every finished candidate"),
                 STATE.Output(display_name="candidates", tooltip="the finished candidates with their final scores"),
+                *score_outputs(),
             ],
             hidden=[io.Hidden.unique_id],
             is_output_node=True,
@@ -79,4 +86,5 @@ class TTSVARSampler(io.ComfyNode):
         with glue.scorer_on_device(reward), glue.scorer_on_device(features):
             result = run_search(model.model, model.vae, request, events)
         final = Candidates(result.state, model, conditioning.texts)
-        return io.NodeOutput(to_image(result.chosen), to_image(result.images), final, ui=events.ui)
+        scores = score_values(FinalScores.of(result.state, events.final, conditioning.texts))
+        return io.NodeOutput(to_image(result.chosen), to_image(result.images), final, *scores, ui=events.ui)

@@ -4,9 +4,9 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from ..ttsvar_core.engine.text_inputs import parse_scales
-from .options import (CATEGORY, FEATURE_MODE_CHOICES, PIXEL_BUDGET_CHOICES, POTENTIAL_CHOICES,
-                      SCHEDULE_PRESET_TOOLTIP, SCHEDULE_PRESETS, SELECTION_DECODE_TOOLTIP, SELECTION_DECODES,
-                      custom_scales_input, num_scales, schedule_from_widgets)
+from .options import (CATEGORY, SCHEDULE_PRESET_TOOLTIP, SCHEDULE_PRESETS, SELECTION_DECODE_TOOLTIP,
+                      SELECTION_DECODES, custom_scales_input, feature_mode_input, lam_input, num_scales,
+                      pixel_budget_input, potential_input, schedule_from_widgets)
 from .types import SCHEDULE, Choice, SearchSchedule
 
 
@@ -21,22 +21,19 @@ class TTSVARBatchSchedule(io.ComfyNode):
                 Choice("preset", options=list(SCHEDULE_PRESETS), default="TTS-VAR paper (2B)",
                        tooltip=SCHEDULE_PRESET_TOOLTIP),
                 io.Int.Input("n", default=1, min=1, max=64,
-                             tooltip="N: every batch size is multiplied by it (Best-of-N: N candidates)"),
-                Choice("pixel_budget", options=PIXEL_BUDGET_CHOICES, default="1M",
-                       tooltip="the image size, which decides the number of scales: 1M has 13, 0.60M 12, 0.25M 10, "
-                               "0.06M 7"),
+                             tooltip="N: every batch size is multiplied by it (Best-of-N: N candidates); time and "
+                                     "memory grow with it"),
+                pixel_budget_input(),
                 io.String.Input("batch_sizes", default="", tooltip="live candidates after each scale (times N), "
                                 "e.g. 8,8,6,6,6,4,2,2,2,1,1,1,1; empty: the preset's"),
                 io.String.Input("cluster_scales", default="", tooltip="scales after which candidates are clustered, "
                                 "e.g. 2,5; 'none' for no clustering; empty: the preset's"),
                 io.String.Input("resample_scales", default="", tooltip="scales after which candidates are "
                                 "resampled by reward, e.g. 6,9; 'none'; empty: the preset's"),
-                Choice("potential", options=POTENTIAL_CHOICES, default="value",
-                       tooltip="what resampling weighs: value (this scale's reward), diff (its gain), max, sum"),
-                io.Float.Input("lam", default=10.0, min=0.0, max=1000.0, step=0.1,
-                               tooltip="lambda of resampling and of sampled final picks"),
-                Choice("feature_mode", options=FEATURE_MODE_CHOICES, default="pca",
-                       tooltip="what clustering compares: pca (the paper), pool, global"),
+                potential_input(),
+                lam_input("how strongly resampling (and Importance sampling's final draw) favours high rewards: "
+                          "0 draws evenly, 10 as the paper, very large values keep only the best"),
+                feature_mode_input(),
                 custom_scales_input(),
                 Choice("selection_decode", options=list(SELECTION_DECODES), default="full size (paper)",
                        optional=True, tooltip=SELECTION_DECODE_TOOLTIP),

@@ -9,16 +9,12 @@ from dataclasses import replace
 
 from comfy_api.latest import io
 
-from ..ttsvar_core.engine import cluster_step, final_pick, resample_step
+from ..ttsvar_core.engine import FinalScores, cluster_step, final_pick, resample_step
 from . import comfy_glue as glue
 from . import previews
 from .candidates import candidates_input, candidates_output
-from .options import CATEGORY, FEATURE_MODE_CHOICES, PICK_MODES, POTENTIAL_CHOICES, SELECTION_SIDE
-from .types import FEATURES, IMAGE, REWARD, STATE, Candidates, Choice, to_image
-
-
-def lam_input(tooltip: str) -> io.Float.Input:
-    return io.Float.Input("lam", default=10.0, min=0.0, max=1000.0, step=0.1, tooltip=tooltip)
+from .options import CATEGORY, PICK_MODES, SELECTION_SIDE, feature_mode_input, lam_input, potential_input
+from .types import FEATURES, IMAGE, REWARD, STATE, Candidates, Choice, score_outputs, score_values, to_image
 
 
 def select(node: str, stage: str, candidates: Candidates, scorer, selection) -> io.NodeOutput:
@@ -49,10 +45,10 @@ class TTSVARCluster(io.ComfyNode):
             inputs=[
                 candidates_input(),
                 FEATURES.Input("features", tooltip="a feature extractor (TTS-VAR Load Feature Extractor)"),
-                io.Int.Input("keep", default=6, min=1, max=256, tooltip="candidates to keep per prompt"),
-                Choice("feature_mode", options=FEATURE_MODE_CHOICES, default="pca",
-                       tooltip="pca: first principal component of the patch tokens (the paper); pool: mean patch "
-                               "token; global: the pooled feature"),
+                io.Int.Input("keep", default=6, min=1, max=256,
+                             tooltip="how many candidates go on, per prompt: one from each group of look-alikes "
+                                     "(the paper keeps 6 of 8 after scale 2, then 4)"),
+                feature_mode_input(),
             ],
             outputs=[candidates_output()],
             hidden=[io.Hidden.unique_id],
@@ -75,11 +71,12 @@ class TTSVARResample(io.ComfyNode):
             inputs=[
                 candidates_input(),
                 REWARD.Input("reward", tooltip="a reward model (TTS-VAR Load Reward Model)"),
-                io.Int.Input("keep", default=2, min=1, max=256, tooltip="candidates to draw per prompt"),
-                Choice("potential", options=POTENTIAL_CHOICES, default="value",
-                       tooltip="value: this scale's reward; diff: its gain over the last scored scale; max / sum: "
-                               "over all scored scales"),
-                lam_input("lambda: 0 draws uniformly, larger values favour high rewards"),
+                io.Int.Input("keep", default=2, min=1, max=256,
+                             tooltip="how many candidates are drawn, per prompt (the paper draws 2 after scale 6, "
+                                     "then 1)"),
+                potential_input(),
+                lam_input("how strongly the draw favours high rewards: 0 draws evenly, 10 as the paper, very large "
+                          "values keep only the best"),
             ],
             outputs=[candidates_output()],
             hidden=[io.Hidden.unique_id],
@@ -102,15 +99,18 @@ class TTSVARPickBest(io.ComfyNode):
             inputs=[
                 candidates_input(),
                 Choice("mode", options=list(PICK_MODES), default="best",
-                       tooltip="best: the highest reward; sample by reward: drawn by exp(lambda x reward); "
-                               "first: no scoring"),
-                lam_input("lambda of 'sample by reward'"),
+                       tooltip="best: the candidate with the highest reward; sample by reward: one drawn at random, "
+                               "high rewards more likely (see lam); first: the first candidate, nothing scored (no "
+                               "reward model needed)"),
+                lam_input("for 'sample by reward': how strongly the draw favours high rewards (0 draws evenly, "
+                          "10 as the paper)"),
                 REWARD.Input("reward", optional=True, tooltip="a reward model; needed unless mode is 'first'"),
             ],
             outputs=[
                 IMAGE.Output(display_name="chosen", tooltip="the picked image of each prompt"),
                 IMAGE.Output(display_name="finalists", tooltip="every finished candidate"),
                 STATE.Output(display_name="candidates", tooltip="the finished candidates with their final scores"),
+                *score_outputs(),
             ],
             hidden=[io.Hidden.unique_id],
             is_output_node=True,
@@ -128,5 +128,6 @@ class TTSVARPickBest(io.ComfyNode):
                                               PICK_MODES[mode], lam)
         images = state.decode(candidates.vae)
         grid = previews.final_grid(state, candidates.vae, candidates.prompts, record, glue.save_thumbnail)
-        return io.NodeOutput(to_image(images[picks]), to_image(images), replace(candidates, state=state),
+        scores = score_values(FinalScores.of(state, record, candidates.prompts))
+        return io.NodeOutput(to_image(images[picks]), to_image(images), replace(candidates, state=state), *scores,
                              ui=glue.send_candidates(cls.hidden.unique_id, grid))

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 from comfy_api.latest import io
 
-from ..ttsvar_core.engine import BatchSchedule, SearchState
+from ..ttsvar_core.engine import BatchSchedule, FinalScores, SearchState
 from ..ttsvar_core.model.pipeline import InfinityPipeline
 
 # Socket types. The names after io.Custom are what workflows store on links: never rename them.
@@ -21,6 +21,25 @@ SCHEDULE = io.Custom("TTSVAR_SCHEDULE")           # SearchSchedule
 REWARD = io.Custom("TTSVAR_REWARD")               # ttsvar_core.scorers.Reward
 FEATURES = io.Custom("TTSVAR_FEATURES")           # ttsvar_core.scorers.FeatureExtractor
 IMAGE = io.Image                                  # ComfyUI's image batch: float32 [B, H, W, 3] in 0..1
+
+
+def score_outputs() -> list[io.Output]:
+    """The two score outputs of the nodes that pick (Pick Best, Sampler), last in their output list so links
+    saved with the earlier outputs keep their slots."""
+    return [
+        io.Float.Output(display_name="chosen_scores", is_output_list=True,
+                        tooltip="the reward of each chosen image, one number per prompt (NaN when nothing was "
+                                "scored: mode 'first' or plain sampling)"),
+        io.String.Output(display_name="scores_json",
+                         tooltip="every finalist's reward and which was chosen, as JSON text: "
+                                 '{"mode", "chosen": [{"prompt", "finalist", "score"}], '
+                                 '"finalists": [{"index", "prompt", "origin", "score", "chosen"}]}'),
+    ]
+
+
+def score_values(scores: FinalScores) -> tuple[list[float], str]:
+    """What the two score outputs carry."""
+    return list(scores.chosen), scores.to_json()
 
 
 class Choice(io.Combo.Input):

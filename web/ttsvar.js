@@ -14,6 +14,8 @@ const GRID_NODES = new Set(["TTSVAR_Step", "TTSVAR_Cluster", "TTSVAR_Resample", 
   "TTSVAR_Keep", "TTSVAR_Vary", "TTSVAR_StartFromImage", "TTSVAR_ScoreImages"]);
 const WIDGET_NAME = "ttsvar_candidates";
 const CELL = 92;         // px of one thumbnail cell
+const EMPTY_HEIGHT = 40; // px of the widget before the first grid: one line of text and the frontend's margins
+const WAITING = "candidates appear here while the search runs";
 const MAX_COLUMNS = 4;
 const STAGE_TITLES = {
   step: "generated",
@@ -91,20 +93,23 @@ function element(tag, className, text) {
   return el;
 }
 
+// The grid's widget is created with the node and afterwards only its contents change: the Vue node renderer
+// ("Nodes 2.0") takes a node's widget list when the node is added to the graph (and again, frozen, whenever a
+// widget is edited), so a widget added later, at the first grid, would never be shown there.
+function addPanel(node) {
+  const root = element("div", "ttsvar-panel");
+  root.append(element("div", "ttsvar-head", WAITING), element("div", "ttsvar-prompt"), element("div", "ttsvar-grid"));
+  const widget = node.addDOMWidget(WIDGET_NAME, "ttsvar-grid", root, {
+    serialize: false,
+    hideOnZoom: false,
+    getMinHeight: () => widget.ttsvarHeight ?? EMPTY_HEIGHT,
+    getMaxHeight: () => widget.ttsvarHeight ?? EMPTY_HEIGHT,
+  });
+  widget.serialize = false;  // not part of the saved workflow: the grid comes from the server
+}
+
 function panelOf(node) {
-  let widget = node.widgets?.find((w) => w.name === WIDGET_NAME);
-  if (!widget) {
-    const root = element("div", "ttsvar-panel");
-    root.append(element("div", "ttsvar-head"), element("div", "ttsvar-prompt"), element("div", "ttsvar-grid"));
-    widget = node.addDOMWidget(WIDGET_NAME, "ttsvar-grid", root, {
-      serialize: false,
-      hideOnZoom: false,
-      getMinHeight: () => widget.ttsvarHeight ?? 24,
-      getMaxHeight: () => widget.ttsvarHeight ?? 24,
-    });
-    widget.serialize = false;
-  }
-  return widget;
+  return node.widgets.find((w) => w.name === WIDGET_NAME);
 }
 
 function resize(node, widget, rows, columns) {
@@ -342,6 +347,15 @@ app.registerExtension({
 
   async beforeRegisterNodeDef(nodeType, nodeData) {
     if (!GRID_NODES.has(nodeData.name)) return;
+    const onNodeCreated = nodeType.prototype.onNodeCreated;
+    nodeType.prototype.onNodeCreated = function () {
+      const result = onNodeCreated?.apply(this, arguments);
+      addPanel(this);
+      // the frontend sized the node before this widget existed: make room for its line
+      const [width, height] = this.computeSize();
+      this.setSize([Math.max(this.size[0], width), Math.max(this.size[1], height)]);
+      return result;
+    };
     const onExecuted = nodeType.prototype.onExecuted;
     nodeType.prototype.onExecuted = function (output) {
       onExecuted?.apply(this, arguments);

@@ -5,8 +5,8 @@ Runs only when asked (it writes into the repository):
     TTSVAR_BUILD_WORKFLOWS=1 .venv/bin/python -m pytest tests/e2e/test_build_workflows.py
 
 Each workflow is built in the real ComfyUI page, serialised by the frontend itself (the JSON it saves),
-written to workflows/<name>.json, loaded back the way the template browser loads it, fitted to the view
-and photographed for workflows/<name>.jpg.
+written to example_workflows/<name>.json, loaded back the way the template browser loads it, fitted to the view
+and photographed for example_workflows/<name>.jpg.
 """
 import io
 import json
@@ -16,7 +16,7 @@ import pytest
 
 THUMBNAIL_WIDTH = 960
 pytestmark = pytest.mark.skipif(os.environ.get("TTSVAR_BUILD_WORKFLOWS") != "1",
-                                reason="writes workflows/ from tests/e2e/workflow_specs.py; set "
+                                reason="writes example_workflows/ from tests/e2e/workflow_specs.py; set "
                                        "TTSVAR_BUILD_WORKFLOWS=1 to run it")
 
 

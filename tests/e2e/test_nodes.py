@@ -5,6 +5,8 @@ fresh input) where a rerun must compute again: ComfyUI reuses cached outputs of 
 """
 import io
 import itertools
+import json
+import math
 import shutil
 
 import pytest
@@ -32,9 +34,10 @@ NODES = {
     "TTSVAR_Cluster": (["candidates", "features", "keep", "feature_mode"], [], ["TTSVAR_STATE"]),
     "TTSVAR_Resample": (["candidates", "reward", "keep", "potential", "lam"], [], ["TTSVAR_STATE"]),
     "TTSVAR_Decode": (["candidates"], [], ["IMAGE"]),
-    "TTSVAR_PickBest": (["candidates", "mode", "lam"], ["reward"], ["IMAGE", "IMAGE", "TTSVAR_STATE"]),
+    "TTSVAR_PickBest": (["candidates", "mode", "lam"], ["reward"],
+                        ["IMAGE", "IMAGE", "TTSVAR_STATE", "FLOAT", "STRING"]),
     "TTSVAR_Sampler": (["model", "conditioning", "schedule", "aspect_ratio", "seed", "cfg", "tau", "top_k",
-                        "top_p"], ["reward", "features"], ["IMAGE", "IMAGE", "TTSVAR_STATE"]),
+                        "top_p"], ["reward", "features"], ["IMAGE", "IMAGE", "TTSVAR_STATE", "FLOAT", "STRING"]),
     "TTSVAR_Keep": (["candidates", "keep"], [], ["TTSVAR_STATE"]),
     "TTSVAR_Vary": (["candidates", "candidate", "to_scale", "copies", "seed"], [], ["TTSVAR_STATE"]),
     "TTSVAR_StartFromImage": (["model", "conditioning", "image", "pixel_budget", "to_scale", "seed", "cfg", "tau",
@@ -88,6 +91,7 @@ def sampler_graph(seed, prompt="a red cat", **schedule_edits):
         "model": ["m", 0], "conditioning": ["t", 0], "schedule": ["s", 0], "aspect_ratio": "1:1", "seed": seed,
         "cfg": 3.0, "tau": 0.5, "top_k": 900, "top_p": 0.97, "reward": ["r", 0], "features": ["f", 0]}}
     graph["o"] = {"class_type": "SaveImage", "inputs": {"images": ["x", 0], "filename_prefix": "sampler"}}
+    preview_scores(graph, "x")
     return graph
 
 
@@ -113,6 +117,20 @@ def node_by_node_graph(seed, prompt="a red cat"):
                   "inputs": {"candidates": ["s12", 0], "mode": "best", "lam": 10.0, "reward": ["r", 0]}}
     graph["o"] = {"class_type": "SaveImage", "inputs": {"images": ["p", 0], "filename_prefix": "nodes"}}
     return graph
+
+
+def preview_scores(graph, source):
+    """Preview as Text nodes (ComfyUI's PreviewAny) on the two score outputs of a picking node:
+    "<source>_scores" (one run per chosen score) and "<source>_json"."""
+    graph[f"{source}_scores"] = {"class_type": "PreviewAny", "inputs": {"source": [source, 3]}}
+    graph[f"{source}_json"] = {"class_type": "PreviewAny", "inputs": {"source": [source, 4]}}
+
+
+def previewed_scores(run, source):
+    """(the chosen scores, the parsed scores JSON) as the preview nodes showed them."""
+    chosen = [float(text) for text in run.outputs[f"{source}_scores"]["text"]]
+    (report,) = run.outputs[f"{source}_json"]["text"]
+    return chosen, json.loads(report)
 
 
 def images_of(comfy, run, node_id):
@@ -152,6 +170,10 @@ def test_object_info_lists_every_node_with_its_inputs(comfy):
         assert node["input_order"].get("optional", []) == optional, name
         assert node["output"] == outputs, name
     assert info["TTSVAR_Sampler"]["output_node"] and info["TTSVAR_PickBest"]["output_node"]
+    for name in ("TTSVAR_Sampler", "TTSVAR_PickBest"):
+        # the scores come last, so links saved before they existed keep their slots
+        assert info[name]["output_name"] == ["chosen", "finalists", "candidates", "chosen_scores", "scores_json"]
+        assert info[name]["output_is_list"] == [False, False, False, True, False]
     schedule_presets = info["TTSVAR_BatchSchedule"]["input"]["required"]["preset"][0]
     assert schedule_presets == ["TTS-VAR paper (2B)", "TTS-VAR paper (8B)", "Best-of-N", "Importance sampling",
                                 "Plain sampling"]
@@ -163,11 +185,24 @@ def test_model_lists_group_shard_and_model_folders(comfy, tiny_models):
     # the 8B-style shard folders are one entry each; their shard files are not listed
     assert {"tiny_infinity.pth", "tiny_infinity.safetensors", "tiny_infinity_patchify_shards",
             "tiny_infinity_patchify_shards_bin"} <= set(models)
-    assert not [m for m in models if "/" in m]
+    assert not [m for m in models if "/" in m and not m.startswith("shapesworld/")]
     assert "tiny_vae_patchify.safetensors" in loader["vae"][0]
-    assert loader["text_encoder"][0] == ["tiny-t5"]
+    assert loader["text_encoder"][0] == ["shapesworld/t5", "tiny-t5"]
     assert "tiny-clip" in comfy.object_info("TTSVAR_RewardLoader")["input"]["required"]["file"][0]
     assert "tiny_dinov2_reg4.pth" in comfy.object_info("TTSVAR_FeatureLoader")["input"]["required"]["file"][0]
+
+
+def test_loaders_offer_the_shipped_model_and_only_their_own_part_of_it(comfy):
+    """ttsvar_core/assets is a search path of each model folder: every loader lists its own part of the
+    ShapesWorld model (the small CLIP is both reward and feature extractor) and no other file of that folder."""
+    def shipped(node, name):
+        return [e for e in comfy.object_info(node)["input"]["required"][name][0] if e.startswith("shapesworld/")]
+
+    assert shipped("TTSVAR_ModelLoader", "model") == ["shapesworld/shapesworld_infinity.safetensors"]
+    assert shipped("TTSVAR_ModelLoader", "vae") == ["shapesworld/shapesworld_vae.safetensors"]
+    assert shipped("TTSVAR_ModelLoader", "text_encoder") == ["shapesworld/t5"]
+    assert shipped("TTSVAR_RewardLoader", "file") == ["shapesworld/clip"]
+    assert shipped("TTSVAR_FeatureLoader", "file") == ["shapesworld/clip"]
 
 
 def test_node_by_node_search_sends_scale_events_and_candidate_grids(comfy, tiny_models):
@@ -435,6 +470,40 @@ def test_sampler_follows_the_schedule(comfy, tiny_models):
     assert [c["status"] for c in grids(run, "x")[-1]["candidates"]].count("picked") == 1
     (chosen,) = images_of(comfy, run, "o")
     assert chosen.size == (64, 64)
+
+    # the scores leave the node: the chosen image's reward, and every finalist's as JSON, as the grid shows them
+    final = grids(run, "x")[-1]["candidates"]
+    (picked,) = [c for c in final if c["status"] == "picked"]
+    scores, report = previewed_scores(run, "x")
+    assert scores == [pytest.approx(picked["score"])]
+    assert report["mode"] == "best"
+    assert report["chosen"] == [{"prompt": "a red cat", "finalist": picked["index"], "score": scores[0]}]
+    assert [(f["index"], f["origin"], f["chosen"]) for f in report["finalists"]] == [
+        (c["index"], c["origin"], c["status"] == "picked") for c in final]
+
+
+def test_pick_best_outputs_the_scores_of_what_it_returns(comfy, tiny_models):
+    graph = base()
+    graph["a"] = start(next(_seeds), candidates=3, scales=TINY_5)
+    graph["s"] = step("a", -1)
+    graph["p"] = {"class_type": "TTSVAR_PickBest",
+                  "inputs": {"candidates": ["s", 0], "mode": "best", "lam": 10.0, "reward": ["r", 0]}}
+    graph["o"] = {"class_type": "SaveImage", "inputs": {"images": ["p", 0], "filename_prefix": "scores"}}
+    preview_scores(graph, "p")
+    run = comfy.run_prompt(graph, timeout=300)
+    assert run.succeeded, run.error
+    final = grids(run, "p")[-1]["candidates"]
+    scores, report = previewed_scores(run, "p")
+    assert scores == [pytest.approx(max(c["score"] for c in final))]
+    assert [f["score"] for f in report["finalists"]] == pytest.approx([c["score"] for c in final])
+    assert [f["chosen"] for f in report["finalists"]] == [c["status"] == "picked" for c in final]
+
+    # mode 'first' scores nothing: NaN on the wire, null in the JSON
+    graph["p"]["inputs"] = {"candidates": ["s", 0], "mode": "first", "lam": 10.0}
+    run = comfy.run_prompt(graph, timeout=300)
+    assert run.succeeded, run.error
+    scores, report = previewed_scores(run, "p")
+    assert math.isnan(scores[0]) and report["chosen"][0]["score"] is None and report["mode"] == "none"
 
 
 @pytest.mark.parametrize("decode,sides", [("448 px", [64, 64, 64, 64]), ("scale grid (fast)", [32, 48, 64, 64])])

@@ -1,4 +1,4 @@
-"""Every shipped workflow (workflows/*.json, UI format) converted to API format and run through POST /prompt.
+"""Every shipped workflow (example_workflows/*.json, UI format) converted to API format and run through POST /prompt.
 
 The workflows for Infinity-2B name real files CI does not have (infinity_2b_reg.pth, ImageReward.pt, ...):
 the test swaps in the tiny random files and a 13-scale schedule of tiny token grids (64 px), keeping every

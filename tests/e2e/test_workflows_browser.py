@@ -1,5 +1,7 @@
 """The shipped workflows in the real frontend: opened from ComfyUI's template browser, run with the Run
-button, and the candidate grids drawn on the nodes. Screenshots go to the artifacts folder.
+button, and the candidate grids drawn on the nodes, in both node renderers: the classic canvas and the Vue
+one ("Nodes 2.0", setting Comfy.VueNodes.Enabled), each after widgets were edited the way a user edits them.
+Screenshots go to the artifacts folder.
 
 As in test_workflows.py, the Infinity-2B workflows get the tiny random files and a 13-scale tiny schedule
 (set on the loaded graph's widgets, the way a user would pick other files) before they run.
@@ -24,6 +26,9 @@ GRID_STATE_JS = """
   const images = root ? [...root.querySelectorAll("img")] : [];
   return {
     id,
+    // on the page at all, and (Vue renderer) inside the node's own element
+    connected: !!root?.isConnected,
+    inNode: !!root?.closest(`[data-node-id="${id}"]`),
     stage: node?.ttsvarGrid?.stage ?? null,
     candidates: node?.ttsvarGrid?.candidates?.length ?? 0,
     figures: root ? root.querySelectorAll("figure").length : 0,
@@ -41,15 +46,6 @@ SAVED_WIDGETS_JS = """
 () => Object.fromEntries(JSON.parse(JSON.stringify(window.app.graph.serialize())).nodes
                            .map((n) => [n.id, n.widgets_values ?? null]))
 """
-
-
-def open_template(page, name):
-    """Templates dialog -> the pack's category -> the workflow's card, as a user does."""
-    page.evaluate("() => window.app.extensionManager.command.execute('Comfy.BrowseTemplates')")
-    dialog = page.get_by_role("dialog")
-    dialog.get_by_text(PACK, exact=True).click()
-    dialog.get_by_text(name, exact=True).click()
-    dialog.wait_for(state="detached", timeout=30_000)
 
 
 # Forgets the grids of earlier runs, so waiting for grids waits for this run's.
@@ -100,13 +96,63 @@ def fresh_seeds(page, workflows):
     set_widgets(page, workflows, {"TTSVAR_Start": {"seed": seed}, "TTSVAR_Sampler": {"seed": seed}})
 
 
+def set_renderer(page, renderer):
+    """The node renderer of the page: "litegraph" (the canvas) or "vue" (Nodes 2.0). Settings are stored on the
+    server, so the next page keeps it: the fixture below sets it back."""
+    page.evaluate("(on) => window.app.extensionManager.setting.set('Comfy.VueNodes.Enabled', on)",
+                  renderer == "vue")
+
+
+@pytest.fixture(params=["litegraph", "vue"])
+def renderer(request, comfy_page):
+    set_renderer(comfy_page.page, request.param)
+    yield request.param
+    set_renderer(comfy_page.page, "litegraph")
+
+
+# Sets a widget as the canvas's own editor does (value, then the widget's callback).
+CANVAS_EDIT_JS = """
+([id, name, value]) => {
+  const widget = window.app.graph.getNodeById(Number(id)).widgets.find((w) => w.name === name);
+  widget.value = value;
+  widget.callback?.(value, window.app.canvas, widget.node);
+}
+"""
+
+
+def edit_widget(page, renderer, node_id, name, value):
+    """A user's edit of a number widget: typed into the node's input in the Vue renderer (whose node state
+    is rebuilt, and its widget list frozen, on every edit), through the canvas editor's path otherwise."""
+    if renderer == "vue":
+        fit_view(page, [node_id])  # the input must be on screen to be typed into
+        box = page.locator(f'[data-node-id="{node_id}"] input[aria-label="{name}"]')
+        box.click()
+        box.press("Control+a")
+        box.press_sequentially(str(value))
+        box.press("Tab")
+    else:
+        page.evaluate(CANVAS_EDIT_JS, [node_id, name, value])
+    assert page.evaluate(f"() => window.app.graph.getNodeById({node_id}).widgets.find((w) => w.name === "
+                         f"'{name}').value") == value
+
+
+def user_edits(page, renderer, shipped):
+    """Before the run, edit a number widget of every search node the way a user would: a new seed for Start and
+    the Sampler (so nothing is served from ComfyUI's cache), and lambda for Pick Best (no effect on 'best')."""
+    seed = uuid.uuid4().int % 100_000
+    edits = {"TTSVAR_Start": ("seed", seed), "TTSVAR_Sampler": ("seed", seed), "TTSVAR_PickBest": ("lam", 11)}
+    for node in shipped["nodes"]:
+        if node["type"] in edits:
+            edit_widget(page, renderer, node["id"], *edits[node["type"]])
+
+
 @pytest.mark.parametrize("name", NAMES)
-def test_workflow_from_template_browser_runs_and_shows_candidates(name, comfy_page, comfy, workflows,
+def test_workflow_from_template_browser_runs_and_shows_candidates(name, renderer, comfy_page, comfy, workflows,
                                                                   tiny_models):
     page = comfy_page.page
     page.set_viewport_size({"width": 1600, "height": 1000})
     errors_before = len(comfy_page.page_errors)
-    open_template(page, name)
+    workflows.open_template(page, name)
     shipped = workflows.load(name)
     loaded = page.evaluate("() => window.app.graph.nodes.map((n) => [n.id, n.type]).sort((a, b) => a[0] - b[0])")
     assert loaded == sorted([n["id"], n["type"]] for n in shipped["nodes"])
@@ -114,9 +160,10 @@ def test_workflow_from_template_browser_runs_and_shows_candidates(name, comfy_pa
 
     if name in workflows.specs.NEEDS_SWAPS:
         set_widgets(page, workflows, workflows.specs.TINY_SWAPS)
-    fresh_seeds(page, workflows)
+    user_edits(page, renderer, shipped)
     ids = workflows.specs.GRID_NODES[name]
     saved_before = page.evaluate(SAVED_WIDGETS_JS)
+    fit_view(page)  # every node, and so every grid, in view
     grids = run_and_wait_for_grids(comfy_page, comfy, ids)
     # the grid is not part of the saved workflow: saving after a run gives the same widget values
     assert page.evaluate(SAVED_WIDGETS_JS) == saved_before
@@ -125,9 +172,11 @@ def test_workflow_from_template_browser_runs_and_shows_candidates(name, comfy_pa
     fit_view(page, ids[:4])
     comfy_page.clean_screenshot("candidates-closeup")
 
+    (prompt,) = [n["widgets_values"][0] for n in shipped["nodes"] if n["type"] == "TTSVAR_TextEncode"]
     for grid in grids:
         assert grid["figures"] == grid["candidates"] > 0, grid
-        assert grid["prompt"] == workflows.specs.PROMPT and grid["promptElements"] == 0
+        assert grid["connected"] and (grid["inNode"] or renderer == "litegraph"), grid
+        assert grid["prompt"] == prompt and grid["promptElements"] == 0
     assert grids[-1]["stage"] == "final"
     assert comfy_page.errors_mentioning(f"/extensions/{PACK}/") == []
     assert [e.message for e in comfy_page.page_errors[errors_before:]] == []
@@ -135,7 +184,7 @@ def test_workflow_from_template_browser_runs_and_shows_candidates(name, comfy_pa
 
 def test_prompt_shown_as_text_and_errors_shown_in_the_ui(comfy_page, comfy, workflows, tiny_models):
     page = comfy_page.page
-    open_template(page, "ttsvar_small_model_cpu")
+    workflows.open_template(page, "ttsvar_small_model_cpu")
 
     # prompt text with markup: shown as text, never parsed as HTML
     set_widgets(page, workflows, {"TTSVAR_TextEncode": {"prompt": TRICKY_PROMPT}})
@@ -148,14 +197,16 @@ def test_prompt_shown_as_text_and_errors_shown_in_the_ui(comfy_page, comfy, work
     # an invalid schedule is refused before the run, naming the schedule node's problem
     set_widgets(page, workflows, {"TTSVAR_BatchSchedule": {"batch_sizes": "8,4"}})
     page.get_by_role("button", name="Run", exact=True).click()
-    page.get_by_text("batch sizes: 2 values given but the image schedule has 5 scales").first.wait_for(timeout=30_000)
+    page.get_by_text("batch sizes: 2 values given but the image schedule has 7 scales").first.wait_for(timeout=30_000)
     page.wait_for_timeout(600)  # the dialog fades in
     comfy_page.screenshot("invalid-schedule")
     page.keyboard.press("Escape")
 
-    # a 2B/8B mismatch fails in the loader, with the pairing in the message
+    # a 2B/8B mismatch (the tiny files are named as the releases) fails in the loader, with the pairing in the
+    # message
     set_widgets(page, workflows, {"TTSVAR_BatchSchedule": {"batch_sizes": ""},
-                                  "TTSVAR_ModelLoader": {"vae": "tiny_vae_patchify.safetensors"}})
+                                  "TTSVAR_ModelLoader": {**workflows.specs.SMALL_MODEL,
+                                                         "vae": "tiny_vae_patchify.safetensors"}})
     fresh_seeds(page, workflows)
     page.get_by_role("button", name="Run", exact=True).click()
     page.get_by_text("Infinity-2B pairs with infinity_vae_d32reg.pth").first.wait_for(timeout=60_000)
@@ -165,7 +216,7 @@ def test_prompt_shown_as_text_and_errors_shown_in_the_ui(comfy_page, comfy, work
     comfy.wait_until_idle()
 
     # fixed, the same page runs the workflow again
-    set_widgets(page, workflows, {"TTSVAR_ModelLoader": {"vae": "tiny_vae.safetensors"}})
+    set_widgets(page, workflows, {"TTSVAR_ModelLoader": workflows.specs.SMALL_MODEL})
     fresh_seeds(page, workflows)
     (grid,) = run_and_wait_for_grids(comfy_page, comfy, ["6"])
     assert grid["stage"] == "final"

@@ -11,7 +11,9 @@ import importlib.util
 import json
 from pathlib import Path
 
-WORKFLOWS_DIR = Path(__file__).resolve().parents[2] / "workflows"
+# The folder ComfyUI's template browser lists for a custom node pack (Workflow > Browse Templates).
+WORKFLOWS_DIR = Path(__file__).resolve().parents[2] / "example_workflows"
+PACK = "comfyui-ttsvar"  # the template browser's category: the pack's folder name under custom_nodes
 _WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 # Frontend-only nodes: they are never part of a prompt.
 _VIRTUAL_NODES = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
@@ -30,12 +32,21 @@ specs = _load_specs()
 
 
 def names() -> list[str]:
-    """Base names of the shipped workflows (workflows/*.json)."""
+    """Base names of the shipped workflows (example_workflows/*.json)."""
     return sorted(p.stem for p in WORKFLOWS_DIR.glob("*.json"))
 
 
 def load(name: str) -> dict:
     return json.loads((WORKFLOWS_DIR / f"{name}.json").read_text())
+
+
+def open_template(page, name: str) -> None:
+    """Templates dialog -> the pack's category -> the workflow's card, as a user does."""
+    page.evaluate("() => window.app.extensionManager.command.execute('Comfy.BrowseTemplates')")
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_text(PACK, exact=True).click()
+    dialog.get_by_text(name, exact=True).click()
+    dialog.wait_for(state="detached", timeout=30_000)
 
 
 def _has_widget(spec) -> bool:
@@ -110,6 +121,7 @@ BUILD_JS = """
     if (!node) throw new Error(`unknown node type ${n.type}`);
     node.id = n.id;
     if (n.title) node.title = n.title;
+    Object.assign(node.properties, n.properties || {});
     graph.add(node);
     node.pos = n.pos;
     for (const [name, value] of Object.entries(n.widgets || {})) {

@@ -1,14 +1,18 @@
-"""The shipped workflows, described as nodes, widget values and links.
+"""The shipped workflows (the pack's templates), described as nodes, widget values and links.
 
 test_build_workflows.py turns each spec into the UI-format JSON the ComfyUI frontend itself saves (by
-building the graph in the real page and serialising it) and writes workflows/<name>.json plus a .jpg
+building the graph in the real page and serialising it) and writes example_workflows/<name>.json plus a .jpg
 thumbnail of the loaded graph. Rebuild after changing a node's inputs:
 
     TTSVAR_BUILD_WORKFLOWS=1 .venv/bin/python -m pytest tests/e2e/test_build_workflows.py
 
 Workflow: {"nodes", "links", "min_width" (px, of nodes without a size)}.
-Node: {"id", "type", "pos", optional "title", "size", "widgets": {widget name: value}}.
+Node: {"id", "type", "pos", optional "title", "size", "widgets": {widget name: value}, "properties"}.
 Link: (source node id, output slot, target node id, input name).
+
+Every node's properties name the pack it comes from (cnr_id, as ComfyUI-Manager's "Install missing nodes"
+reads it), and loader nodes list the model files they name with their official page and model folder (the
+"models" property the frontend's missing-models dialog reads), see properties().
 """
 
 PROMPT = "a photo of a red fox sitting in fresh snow in a pine forest, golden hour light"
@@ -20,44 +24,101 @@ REAL_2B = {"model": "infinity_2b_reg.pth", "vae": "infinity_vae_d32reg.pth", "te
            "dtype": "auto"}
 REAL_REWARD = {"kind": "imagereward", "file": "ImageReward.pt", "dtype": "auto"}
 REAL_FEATURES = {"kind": "dinov2", "file": "dinov2_vitl14_reg4_pretrain.pth", "dtype": "auto"}
+# The tiny random files the tests write (ttsvar_core.testing): what the 2B workflows run on in tests.
 SMALL_MODEL = {"model": "tiny_infinity.safetensors", "vae": "tiny_vae.safetensors", "text_encoder": "tiny-t5",
                "dtype": "fp32"}
 SMALL_REWARD = {"kind": "clip", "file": "tiny-clip", "dtype": "fp32"}
 SMALL_FEATURES = {"kind": "dinov2", "file": "tiny_dinov2_reg4.pth", "dtype": "fp32"}
-SMALL_SCALES = "1x1,2x2,4x4,6x6,8x8"  # 128 px in five scales: a whole search in seconds on a CPU
+# The ShapesWorld model that ships with the pack (nodes/shipped.py lists it in the loaders), with the
+# settings of its sampling.json: cfg 3, tau 0.5, top-k 900, top-p 0.97, 0.06M (64 px, 7 scales), selections
+# decoding at 32 px. Its small CLIP is the reward and (its image tower) the feature extractor.
+SHIPPED_MODEL = {"model": "shapesworld/shapesworld_infinity.safetensors",
+                 "vae": "shapesworld/shapesworld_vae.safetensors", "text_encoder": "shapesworld/t5", "dtype": "fp32"}
+SHIPPED_REWARD = {"kind": "clip", "file": "shapesworld/clip", "dtype": "fp32"}
+SHIPPED_FEATURES = {"kind": "clip-vision", "file": "shapesworld/clip", "dtype": "fp32"}
+# A prompt and seed the shipped model draws right (the ShapesWorld evaluator says so; test_templates.py
+# checks it in the browser): found by trying prompts and seeds with the demo's code.
+FIRST_PROMPT = "a blue square"
+FIRST_SEED = 0
+
+PACK_ID = "comfyui-ttsvar"  # the pack's registry id
+CORE_NODES = {"cnr_id": "comfy-core", "ver": "0.3.75"}  # the ComfyUI release the workflows were built with
+FRONTEND_ONLY = {"Note", "MarkdownNote"}  # no Python node behind them: no pack to install
+INFINITY_PAGE = "https://huggingface.co/FoundationVision/Infinity"
+T5_PAGE = "https://huggingface.co/google/flan-t5-xl"
+IMAGEREWARD_PAGE = "https://huggingface.co/THUDM/ImageReward"
+DINOV2_PAGE = "https://huggingface.co/facebook/dinov2-with-registers-large"
+# Model files the workflows name -> (model folder, official page). Each file gets its own page, as the
+# frontend lists one missing file per distinct url. The DINOv2 file is torch.hub's (not on Hugging Face): its
+# url is the page of the Hugging Face form the loader also takes. The text encoder is a folder, which the
+# frontend's missing-model check (files only) would report missing even when installed: its page is in the
+# workflow's note and the loader's help page instead.
+MODEL_SOURCES = {
+    "infinity_2b_reg.pth": ("infinity", f"{INFINITY_PAGE}/blob/main/infinity_2b_reg.pth"),
+    "infinity_vae_d32reg.pth": ("infinity_vae", f"{INFINITY_PAGE}/blob/main/infinity_vae_d32reg.pth"),
+    "ImageReward.pt": ("ttsvar_rewards", f"{IMAGEREWARD_PAGE}/blob/main/ImageReward.pt"),
+    "dinov2_vitl14_reg4_pretrain.pth": ("ttsvar_features", DINOV2_PAGE),
+}
 
 NOTE_2B = ("Infinity-2B at 1024 px. Put these files into ComfyUI/models (see the pack's README):\n"
-           "  infinity/infinity_2b_reg.pth\n  infinity_vae/infinity_vae_d32reg.pth\n"
+           "  infinity/infinity_2b_reg.pth, infinity_vae/infinity_vae_d32reg.pth\n"
+           f"      from {INFINITY_PAGE}\n"
            "  text_encoders/flan-t5-xl/ (config.json, tokenizer, weights)\n"
-           "  ttsvar_rewards/ImageReward.pt\n  ttsvar_features/dinov2_vitl14_reg4_pretrain.pth\n"
+           f"      from {T5_PAGE}\n"
+           f"  ttsvar_rewards/ImageReward.pt from {IMAGEREWARD_PAGE}\n"
+           "  ttsvar_features/dinov2_vitl14_reg4_pretrain.pth (DINOv2's torch.hub file), or the folder\n"
+           f"      dinov2-with-registers-large from {DINOV2_PAGE}\n"
            "Press R after copying files so the lists refresh.")
 NOTE_NODE_BY_NODE = ("TTS-VAR as in the paper, one node per decision: 8 candidates; after scale 2 and 5 "
                      "clustering keeps 6, then 4 diverse candidates; after scale 6 and 9 reward resampling "
                      "draws 2, then 1. Each node shows its candidates: kept, dropped, duplicated, with scores.")
-NOTE_SMALL = ("Runs on a CPU in seconds with the small model files the pack's tests use. Write them with\n"
-              "  python -m ttsvar_core make-tiny ComfyUI/models\n"
-              "  python -m ttsvar_core.testing.tiny_scorers ComfyUI/models\n"
-              "(random weights: the images are noise, but every step of the search runs for real).")
+NOTE_FIRST = ("Your first image: on a CPU, in seconds, with nothing to download. Press Run.\n\n"
+              "The model is ShapesWorld, a small Infinity model that ships with the pack: 64 px pictures of "
+              "circles, squares, triangles, stars, diamonds and crosses in red, green, blue, yellow, purple and "
+              "cyan, one to four of them, side by side or above each other (\"two triangles\", \"a red circle "
+              "to the left of a blue star\"). Alone it draws what a prompt asks about one time in four on "
+              "prompts like those it learned from, less often on new ones: the search finds the right picture "
+              "more often.\n\n"
+              "The Sampler shows the search as it runs: 8 candidates; clustering keeps 6, then 4 different "
+              "layouts; reward resampling draws 2, then 1; the final pick with its reward. The scores also "
+              "leave the Sampler (chosen_scores, scores_json: shown on the right).\n\n"
+              "Change the prompt or the seed and run again.")
+def properties(node: dict) -> dict:
+    """The node properties a workflow carries for installing what it needs: the pack of the node, and for
+    loaders the model files they name (only those: the frontend matches entries to the node's widget values)."""
+    if node["type"] in FRONTEND_ONLY:
+        return {}
+    props = {"cnr_id": PACK_ID} if node["type"].startswith("TTSVAR_") else dict(CORE_NODES)
+    models = [{"name": value, "url": MODEL_SOURCES[value][1], "directory": MODEL_SOURCES[value][0]}
+              for value in node.get("widgets", {}).values() if value in MODEL_SOURCES]
+    if models:
+        props["models"] = models
+    return props
 
 
-def _loaders(model, reward, features, note, y_note=600):
+def _workflow(nodes, links) -> dict:
+    return {"nodes": [{**node, "properties": properties(node)} for node in nodes], "links": links,
+            "min_width": MIN_WIDTH}
+
+
+def _loaders(model, reward, features, note, y_note=600, prompt=PROMPT):
     return [
         {"id": 1, "type": "TTSVAR_ModelLoader", "pos": [20, 40], "widgets": model},
         {"id": 2, "type": "TTSVAR_RewardLoader", "pos": [20, 250], "widgets": reward},
         {"id": 3, "type": "TTSVAR_FeatureLoader", "pos": [20, 450], "widgets": features},
         {"id": 4, "type": "TTSVAR_TextEncode", "pos": [400, 40], "size": [400, 220],
-         "widgets": {"prompt": PROMPT, "negative_prompt": NEGATIVE}},
-        {"id": 90, "type": "Note", "pos": [20, y_note], "size": [360, 200], "widgets": {"text": note}},
+         "widgets": {"prompt": prompt, "negative_prompt": NEGATIVE}},
+        {"id": 90, "type": "Note", "pos": [20, y_note], "size": [360, 320], "widgets": {"text": note}},
     ]
 
 
-def _sampler_widgets():
-    return {"aspect_ratio": "1:1", "seed": 42, "control_after_generate": FIXED, "cfg": 3.0, "tau": 0.5,
+def _sampler_widgets(seed=42):
+    return {"aspect_ratio": "1:1", "seed": seed, "control_after_generate": FIXED, "cfg": 3.0, "tau": 0.5,
             "top_k": 900, "top_p": 0.97}
 
 
-def _schedule_widgets(preset, n=1, custom_scales="", selection_decode="448 px"):
-    return {"preset": preset, "n": n, "pixel_budget": "1M", "batch_sizes": "", "cluster_scales": "",
+def _schedule_widgets(preset, n=1, pixel_budget="1M", custom_scales="", selection_decode="448 px"):
+    return {"preset": preset, "n": n, "pixel_budget": pixel_budget, "batch_sizes": "", "cluster_scales": "",
             "resample_scales": "", "potential": "value", "lam": 10.0, "feature_mode": "pca",
             "custom_scales": custom_scales, "selection_decode": selection_decode}
 
@@ -94,19 +155,20 @@ def node_by_node_2b():
              (11, 0, 12, "candidates"), (12, 0, 13, "candidates"), (2, 0, 13, "reward"),
              (13, 0, 14, "candidates"), (14, 0, 15, "candidates"), (2, 0, 15, "reward"),
              (15, 0, 16, "images")]
-    return {"nodes": nodes, "links": links, "min_width": MIN_WIDTH}
+    return _workflow(nodes, links)
 
 
-def _one_sampler(model, reward, features, note, schedule):
-    nodes = _loaders(model, reward, features, note) + [
+def _one_sampler(model, reward, features, note, schedule, prompt=PROMPT, seed=42, extra_nodes=(), extra_links=()):
+    nodes = _loaders(model, reward, features, note, prompt=prompt) + [
         {"id": 5, "type": "TTSVAR_BatchSchedule", "pos": [400, 300], "widgets": schedule},
-        {"id": 6, "type": "TTSVAR_Sampler", "pos": [840, 40], "widgets": _sampler_widgets()},
+        {"id": 6, "type": "TTSVAR_Sampler", "pos": [840, 40], "widgets": _sampler_widgets(seed)},
         {"id": 7, "type": "SaveImage", "pos": [1280, 40], "size": [420, 460],
          "widgets": {"filename_prefix": "ttsvar"}},
+        *extra_nodes,
     ]
     links = [(1, 0, 4, "model"), (1, 0, 6, "model"), (4, 0, 6, "conditioning"), (5, 0, 6, "schedule"),
-             (2, 0, 6, "reward"), (3, 0, 6, "features"), (6, 0, 7, "images")]
-    return {"nodes": nodes, "links": links, "min_width": MIN_WIDTH}
+             (2, 0, 6, "reward"), (3, 0, 6, "features"), (6, 0, 7, "images"), *extra_links]
+    return _workflow(nodes, links)
 
 
 def sampler_2b():
@@ -114,8 +176,13 @@ def sampler_2b():
 
 
 def small_model_cpu():
-    return _one_sampler(SMALL_MODEL, SMALL_REWARD, SMALL_FEATURES, NOTE_SMALL,
-                        _schedule_widgets("TTS-VAR paper (2B)", custom_scales=SMALL_SCALES))
+    """The first template: the shipped model, its sampling settings, and the scores shown as text."""
+    scores = {"id": 8, "type": "PreviewAny", "pos": [1280, 540], "size": [420, 300], "title": "Scores"}
+    return _one_sampler(SHIPPED_MODEL, SHIPPED_REWARD, SHIPPED_FEATURES, NOTE_FIRST,
+                        _schedule_widgets("TTS-VAR paper (2B)", pixel_budget="0.06M",
+                                          selection_decode="32 px (ShapesWorld)"),
+                        prompt=FIRST_PROMPT, seed=FIRST_SEED, extra_nodes=[scores],
+                        extra_links=[(6, 4, 8, "source")])
 
 
 def bon_vs_ttsvar():
@@ -138,7 +205,7 @@ def bon_vs_ttsvar():
     links = [(1, 0, 4, "model"), (1, 0, 6, "model"), (1, 0, 9, "model"), (4, 0, 6, "conditioning"),
              (4, 0, 9, "conditioning"), (5, 0, 6, "schedule"), (8, 0, 9, "schedule"), (2, 0, 6, "reward"),
              (2, 0, 9, "reward"), (3, 0, 9, "features"), (6, 0, 7, "images"), (9, 0, 10, "images")]
-    return {"nodes": nodes, "links": links, "min_width": MIN_WIDTH}
+    return _workflow(nodes, links)
 
 
 NOTE_PICK_AND_VARY = (
@@ -214,7 +281,7 @@ EXPECTED_IMAGES = {
     "ttsvar_2b_node_by_node": {"16": (1, 64, 64)},
     "ttsvar_2b_sampler": {"7": (1, 64, 64)},
     "ttsvar_bon_vs_ttsvar": {"7": (1, 64, 64), "10": (1, 64, 64)},
-    "ttsvar_small_model_cpu": {"7": (1, 128, 128)},
+    "ttsvar_small_model_cpu": {"7": (1, 64, 64)},
     "ttsvar_pick_and_vary_cpu": {"16": (1, 128, 128)},
 }
 # Nodes that must show a candidate grid after a run.

@@ -1,8 +1,11 @@
 """Strategies end to end on a tiny random model, checked from their traces."""
+import json
+import math
+
 import pytest
 import torch
 
-from ttsvar_core.engine import (BatchSchedule, HistoryScored, Prompts, ScaleDone, Scorers, SearchDone,
+from ttsvar_core.engine import (BatchSchedule, FinalScores, HistoryScored, Prompts, ScaleDone, Scorers, SearchDone,
                                  SearchRequest, SelectionDone, run_search, schedule_for)
 from ttsvar_core.model.sampling import SamplingParams
 from ttsvar_core.scorers import CombinedReward, combine_rewards
@@ -164,6 +167,28 @@ def test_events_are_typed_and_in_order(tiny, prompts, reward, extractor):
     assert cluster.before.num_candidates == 8 and cluster.after.num_candidates == 6
     assert cluster.record.kept == result.trace["events"][0]["kept"]
     assert isinstance(seen[-1], SearchDone) and seen[-1].record.picks == result.picks
+
+
+def test_final_scores_are_the_rewards_of_what_the_search_returns(tiny, prompts, reward, extractor):
+    seen = []
+    result = run(tiny, prompts, schedule_for("bon", 3, len(SCHEDULE)), reward, on_event=seen.append)
+    scores = FinalScores.of(result.state, seen[-1].record, ("p0", "p1"))
+    assert scores.picks == tuple(result.picks)
+    assert scores.chosen == tuple(result.scores[result.picks].tolist())
+    assert scores.finalists == tuple(result.scores.tolist())
+    report = json.loads(scores.to_json())
+    assert report["mode"] == "best"
+    assert [(c["prompt"], c["finalist"]) for c in report["chosen"]] == [("p0", result.picks[0]),
+                                                                        ("p1", result.picks[1])]
+    assert [f["chosen"] for f in report["finalists"]].count(True) == 2
+    assert [f["origin"] for f in report["finalists"]] == result.state.origin.tolist()
+
+    # plain sampling scores nothing: NaN in the values, null in the JSON (which has no NaN)
+    seen.clear()
+    raw = run(tiny, prompts, schedule_for("raw", 1, len(SCHEDULE)), on_event=seen.append)
+    unscored = FinalScores.of(raw.state, seen[-1].record, ("p0", "p1"))
+    assert all(math.isnan(s) for s in unscored.chosen)
+    assert [c["score"] for c in json.loads(unscored.to_json())["chosen"]] == [None, None]
 
 
 def test_check_inputs_names_what_is_wrong(tiny, prompts, reward):

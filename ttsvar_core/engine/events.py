@@ -7,6 +7,7 @@ and interrupts (raise from the handler to stop the run) all hang on that one sig
 """
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from typing import Callable, Union
@@ -106,6 +107,42 @@ class SelectionDone:
 class SearchDone:
     record: SelectionRecord        # the final pick
     state: SearchState
+
+
+@dataclass(frozen=True)
+class FinalScores:
+    """The rewards of what a final pick returns, as plain values to save, compare or wire elsewhere.
+
+    `chosen`: the reward of each prompt's chosen image, in prompt order (NaN where nothing was scored: the
+    "none" pick mode). `finalists`: every finished candidate's reward, in the order of the finished images.
+    """
+
+    prompts: tuple[str, ...]
+    mode: str
+    picks: tuple[int, ...]          # per prompt: index of its chosen finalist
+    chosen: tuple[float, ...]
+    finalists: tuple[float, ...]
+    prompt_of: tuple[int, ...]      # per finalist: its prompt
+    origin: tuple[int, ...]         # per finalist: the initial candidate it descends from
+
+    @classmethod
+    def of(cls, state: SearchState, record: SelectionRecord, prompts) -> "FinalScores":
+        scores = [float(s) for s in state.scores[:, state.scale - 1].tolist()]
+        return cls(prompts=tuple(prompts), mode=record.mode, picks=tuple(record.picks),
+                   chosen=tuple(scores[i] for i in record.picks), finalists=tuple(scores),
+                   prompt_of=tuple(int(p) for p in state.prompt_of.tolist()),
+                   origin=tuple(int(o) for o in state.origin.tolist()))
+
+    def to_json(self) -> str:
+        chosen = _finite(self.chosen)
+        finalists = _finite(self.finalists)
+        return json.dumps({
+            "mode": self.mode,
+            "chosen": [{"prompt": self.prompts[p], "finalist": i, "score": chosen[p]}
+                       for p, i in enumerate(self.picks)],
+            "finalists": [{"index": i, "prompt": self.prompts[self.prompt_of[i]], "origin": self.origin[i],
+                           "score": finalists[i], "chosen": i in self.picks} for i in range(len(finalists))],
+        })
 
 
 Event = Union[ScaleDone, HistoryScored, SelectionDone, SearchDone]
