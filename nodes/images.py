@@ -14,9 +14,9 @@ from ..ttsvar_core.model.schedules import snap_aspect_ratio
 from . import comfy_glue as glue
 from . import previews
 from .candidates import candidates_output, start_state
-from .options import (ASPECT_RATIOS, CATEGORY, PIXEL_BUDGET_CHOICES, SELECTION_SIDE, custom_scales_input,
-                      image_schedule, num_scales, sampling, sampling_inputs)
-from .types import CONDITIONING, IMAGE, MODEL, REWARD, Candidates, Choice, from_image
+from .options import (ASPECT_RATIOS, CATEGORY, SELECTION_SIDE, custom_scales_input, image_schedule, num_scales,
+                      pixel_budget_input, sampling, sampling_inputs)
+from .types import CONDITIONING, IMAGE, MODEL, REWARD, Candidates, from_image
 
 # Infinity's template keys (height / width) -> the width:height labels the Start node shows.
 TEMPLATE_LABELS = {key: label for label, key in ASPECT_RATIOS.items()}
@@ -54,9 +54,7 @@ class TTSVARStartFromImage(io.ComfyNode):
                 MODEL.Input("model", tooltip="the loaded Infinity model; its VAE encodes the image"),
                 CONDITIONING.Input("conditioning", tooltip="the prompt, encoded by TTS-VAR Text Encode"),
                 IMAGE.Input("image", tooltip="one image (a batch of one), any size and aspect ratio"),
-                Choice("pixel_budget", options=PIXEL_BUDGET_CHOICES, default="1M",
-                       tooltip="the size the image is resized to: 1M: about 1024x1024 (13 scales); 0.25M: 512 "
-                               "(10); 0.06M: 256 (7)"),
+                pixel_budget_input(),
                 io.Int.Input("to_scale", default=3, min=0, max=63,
                              tooltip="the last scale taken from the image (0 is the 1x1 scale): early keeps the "
                                      "layout, late the details"),

@@ -271,7 +271,7 @@ def test_clicked_candidates_are_kept_and_the_rerun_continues_exactly_those(comfy
     name, explore, keep, finish, vary, resample = "ttsvar_pick_and_vary_cpu", "6", "7", "8", "11", "13"
     page = comfy_page.page
     page.set_viewport_size({"width": 1600, "height": 1000})
-    open_template(page, name)
+    workflows.open_template(page, name)
     fresh_seeds(page, workflows)
     run_and_wait_for_grids(comfy_page, comfy, workflows.specs.GRID_NODES[name])
 

@@ -29,6 +29,7 @@ SMALL_MODEL = {"model": "tiny_infinity.safetensors", "vae": "tiny_vae.safetensor
                "dtype": "fp32"}
 SMALL_REWARD = {"kind": "clip", "file": "tiny-clip", "dtype": "fp32"}
 SMALL_FEATURES = {"kind": "dinov2", "file": "tiny_dinov2_reg4.pth", "dtype": "fp32"}
+SMALL_SCALES = "1x1,2x2,4x4,6x6,8x8"  # 128 px in five scales: a whole search in seconds on a CPU
 # The ShapesWorld model that ships with the pack (nodes/shipped.py lists it in the loaders), with the
 # settings of its sampling.json: cfg 3, tau 0.5, top-k 900, top-p 0.97, 0.06M (64 px, 7 scales), selections
 # decoding at 32 px. Its small CLIP is the reward and (its image tower) the feature extractor.
