@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from ..ttsvar_core.engine import (FinalScores, ScaleDone, Scorers, SearchDone, SearchRequest, SelectionDone,
-                                  run_search)
+from ..ttsvar_core.engine import (FinalScores, RunOptions, ScaleDone, Scorers, SearchDone, SearchRequest,
+                                  SelectionDone, run_search)
 from . import comfy_glue as glue
 from . import previews
 from .options import CATEGORY, aspect_ratio_input, image_schedule, sampling, sampling_inputs
@@ -80,7 +80,9 @@ class TTSVARSampler(io.ComfyNode):
                              "Extractor node to the features input")
         scales = image_schedule(model, aspect_ratio, schedule.pixel_budget, schedule.custom_scales)
         request = SearchRequest(conditioning, scales, sampling(cfg, tau, top_k, top_p), schedule.batch, seed=seed,
-                                scorers=Scorers(reward, features))
+                                scorers=Scorers(reward, features),
+                                # Cancel also inside long decodes and scoring, not only between scales
+                                options=RunOptions(should_stop=glue.check_interrupt))
         events = SamplerEvents(cls.hidden.unique_id, model.vae, list(conditioning.texts), len(scales))
         glue.check_interrupt()
         with glue.scorer_on_device(reward), glue.scorer_on_device(features):

@@ -58,7 +58,7 @@ class TTSVARCluster(io.ComfyNode):
     def execute(cls, candidates, features, keep, feature_mode):
         return select(cls.hidden.unique_id, "cluster", candidates, features, lambda state: cluster_step(
             state, candidates.vae, features, keep, feature_mode, capacity_scales=state.scale,
-            decode_side=SELECTION_SIDE))
+            decode_side=SELECTION_SIDE, should_stop=glue.check_interrupt))
 
 
 class TTSVARResample(io.ComfyNode):
@@ -86,7 +86,7 @@ class TTSVARResample(io.ComfyNode):
     def execute(cls, candidates, reward, keep, potential, lam):
         return select(cls.hidden.unique_id, "resample", candidates, reward, lambda state: resample_step(
             state, candidates.vae, reward, list(candidates.prompts), keep, potential, lam,
-            capacity_scales=state.scale, decode_side=SELECTION_SIDE))
+            capacity_scales=state.scale, decode_side=SELECTION_SIDE, should_stop=glue.check_interrupt))
 
 
 class TTSVARPickBest(io.ComfyNode):
@@ -125,8 +125,8 @@ class TTSVARPickBest(io.ComfyNode):
             raise ValueError(f"mode {mode!r} scores the finalists: connect a reward model, or choose 'first'")
         with glue.scorer_on_device(reward):
             state, picks, record = final_pick(candidates.state, candidates.vae, reward, list(candidates.prompts),
-                                              PICK_MODES[mode], lam)
-        images = state.decode(candidates.vae)
+                                              PICK_MODES[mode], lam, should_stop=glue.check_interrupt)
+        images = state.decode(candidates.vae, should_stop=glue.check_interrupt)
         grid = previews.final_grid(state, candidates.vae, candidates.prompts, record, glue.save_thumbnail)
         scores = score_values(FinalScores.of(state, record, candidates.prompts))
         return io.NodeOutput(to_image(images[picks]), to_image(images), replace(candidates, state=state), *scores,
