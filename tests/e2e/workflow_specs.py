@@ -254,7 +254,7 @@ def pick_and_vary_cpu():
              (2, 0, 10, "reward"), (8, 0, 11, "candidates"), (11, 0, 12, "candidates"), (12, 0, 13, "candidates"),
              (2, 0, 13, "reward"), (13, 0, 14, "candidates"), (14, 0, 15, "candidates"), (2, 0, 15, "reward"),
              (15, 0, 16, "images")]
-    return {"nodes": nodes, "links": links, "min_width": MIN_WIDTH}
+    return _workflow(nodes, links)
 
 
 WORKFLOWS = {
