@@ -47,7 +47,8 @@ SCHEDULE_PRESET_TOOLTIP = (
     f"i.e. 0.25M: {_schedule_words(PAPER_8B)}. The paper gives no 8B schedule at 1M: there the 8B preset is the "
     "2B's 13-scale schedule (and the 2B preset at 0.25M is the 8B's). At 0.06M and 0.60M both are the 2B "
     "schedule rescaled, which is not in the paper. Paper presets decode candidates at full size for their "
-    "selections, as the paper's code.")
+    "selections, as the paper's code. Best-of-N: N whole images, the best by reward. Importance sampling: N "
+    "whole images, one drawn by reward. Plain sampling: N images, nothing scored.")
 SELECTION_DECODE_TOOLTIP = (
     "size at which selections decode candidates for the reward and feature models. "
     f"full size (paper): {DECODE_EFFECTS['paper']} 448 px: {DECODE_EFFECTS['448px']} "
