@@ -84,9 +84,9 @@ def test_generate_with_two_rewards_combined(files, tmp_path):
 
 def test_reward_files_must_match_the_rewards():
     from ttsvar_core.cli import reward_parts
-    with pytest.raises(SystemExit, match="one --reward-file per reward"):
+    with pytest.raises(ValueError, match="one --reward-file per reward"):
         reward_parts(generate_args("--reward", "imagereward+hps", "--reward-file", "ir.pt"))
-    with pytest.raises(SystemExit, match="one weight per reward"):
+    with pytest.raises(ValueError, match="one weight per reward"):
         reward_parts(generate_args("--reward", "imagereward+hps", "--reward-weights", "1,2,3"))
     parts, weights = reward_parts(generate_args("--reward", "ir+hps", "--reward-file", "a", "--reward-file", "b"))
     assert parts == [("ir", "a"), ("hps", "b")] and weights is None
@@ -144,7 +144,7 @@ def bad_inputs(files, tmp: Path):
         (["--n", "many"], "invalid int value"),
         (["--model", str(tmp / "missing.pth")], "not found"),
         (["--vae", str(tmp / "missing_vae.pth")], "not found"),
-        (["--text-encoder", str(tmp / "no_t5")], "text encoder folder not found"),
+        (["--text-encoder", str(tmp / "no_t5")], "text encoder not found"),
         (["--model", str(files["vae_pth"])], "is a VAE checkpoint"),
         (["--vae", str(files["infinity_pth"])], "not an Infinity VAE"),
         (["--model", str(garbage)], "cannot read"),
