@@ -8,7 +8,7 @@ from ..ttsvar_core.engine import (FinalScores, RunOptions, ScaleDone, Scorers, S
 from . import comfy_glue as glue
 from . import previews
 from .options import CATEGORY, aspect_ratio_input, image_schedule, sampling, sampling_inputs
-from .types import (CONDITIONING, FEATURES, IMAGE, MODEL, REWARD, SCHEDULE, STATE, Candidates, score_outputs,
+from .types import (CONDITIONING, FEATURES, MODEL, REWARD, SCHEDULE, Candidates, pick_outputs,
                     score_values, to_image)
 
 
@@ -58,10 +58,7 @@ class TTSVARSampler(io.ComfyNode):
                                tooltip="a feature extractor; needed when the schedule clusters"),
             ],
             outputs=[
-                IMAGE.Output(display_name="chosen", tooltip="the picked image of each prompt"),
-                IMAGE.Output(display_name="finalists", tooltip="every finished candidate"),
-                STATE.Output(display_name="candidates", tooltip="the finished candidates with their final scores"),
-                *score_outputs(),
+                *pick_outputs(),
             ],
             hidden=[io.Hidden.unique_id],
             is_output_node=True,

@@ -14,7 +14,7 @@ from . import comfy_glue as glue
 from . import previews
 from .candidates import candidates_input, candidates_output
 from .options import CATEGORY, PICK_MODES, SELECTION_SIDE, feature_mode_input, lam_input, potential_input
-from .types import FEATURES, IMAGE, REWARD, STATE, Candidates, Choice, score_outputs, score_values, to_image
+from .types import FEATURES, REWARD, Candidates, Choice, pick_outputs, score_values, to_image
 
 
 def select(node: str, stage: str, candidates: Candidates, scorer, selection) -> io.NodeOutput:
@@ -107,10 +107,7 @@ class TTSVARPickBest(io.ComfyNode):
                 REWARD.Input("reward", optional=True, tooltip="a reward model; needed unless mode is 'first'"),
             ],
             outputs=[
-                IMAGE.Output(display_name="chosen", tooltip="the picked image of each prompt"),
-                IMAGE.Output(display_name="finalists", tooltip="every finished candidate"),
-                STATE.Output(display_name="candidates", tooltip="the finished candidates with their final scores"),
-                *score_outputs(),
+                *pick_outputs(),
             ],
             hidden=[io.Hidden.unique_id],
             is_output_node=True,

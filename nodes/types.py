@@ -23,6 +23,17 @@ FEATURES = io.Custom("TTSVAR_FEATURES")           # ttsvar_core.scorers.FeatureE
 IMAGE = io.Image                                  # ComfyUI's image batch: float32 [B, H, W, 3] in 0..1
 
 
+def pick_outputs() -> list[io.Output]:
+    """The outputs of the nodes that pick (Pick Best, Sampler): the picks, every finalist, the finished
+    candidates, then their scores."""
+    return [
+        IMAGE.Output(display_name="chosen", tooltip="the picked image of each prompt"),
+        IMAGE.Output(display_name="finalists", tooltip="every finished candidate"),
+        STATE.Output(display_name="candidates", tooltip="the finished candidates with their final scores"),
+        *score_outputs(),
+    ]
+
+
 def score_outputs() -> list[io.Output]:
     """The two score outputs of the nodes that pick (Pick Best, Sampler), last in their output list so links
     saved with the earlier outputs keep their slots."""
