@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from ttsvar_core.shapesworld.demo import ASSETS, CLIP_DIR, MODEL_FILE, T5_DIR, VAE_FILE, load_shipped, run_strategy
+from ttsvar_core.shapesworld.demo import (ASSETS, CLIP_DIR, MODEL_FILE, T5_DIR, VAE_FILE, demo_prompts, load_shipped,
+                                         run_strategy)
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMPTS = ["a green cross", "two triangles"]
@@ -76,6 +77,10 @@ def test_demo_writes_its_grid(tmp_path):
     out, _ = run_cli("demo", "--out", str(tmp_path), "--threads", "2")
     assert (tmp_path / "demo_grid.png").is_file()
     assert "tts-var@2" in out and "bon@2" in out
+    # the prompts follow the stated rule, and the verdicts are counted per strategy
+    assert "first held-out prompt of each GenEval category" in out
+    assert all(text in out for text in demo_prompts()) and len(demo_prompts()) == 6
+    assert "correct (corrected evaluator): raw " in out
 
 
 def test_evaluate_every_strategy_single_and_two_gloo_processes(tmp_path):

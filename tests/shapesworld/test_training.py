@@ -24,6 +24,31 @@ def test_straight_through_quantiser_equals_encode_bits():
     torch.testing.assert_close(z_ste, z, atol=1e-5, rtol=0)
 
 
+def test_self_correction_without_flips_is_the_vae_quantiser():
+    torch.manual_seed(0)
+    vae = BSQVAE(T.VAE_CFG).eval()
+    with torch.no_grad():
+        h, bits, _ = vae.encode_bits(torch.rand(2, 3, 64, 64) * 2 - 1, T.SCHEDULE)
+    fed, targets = T.self_correcting_bits(h, T.SCHEDULE, 0.0, torch.Generator().manual_seed(0))
+    for mine, theirs, target in zip(fed, bits, targets):
+        assert torch.equal(mine, theirs) and torch.equal(target, theirs)
+
+
+def test_self_correction_targets_repair_the_flipped_bits():
+    """A flipped bit at a coarse scale leaves a residual pointing the other way; the next scale's target
+    follows that residual (so it differs from the clean bits there), and the last scale is never flipped."""
+    h = torch.randn(4, 16, 16, 16)
+    gen = torch.Generator().manual_seed(0)
+    fed, targets = T.self_correcting_bits(h, T.SCHEDULE, 0.5, gen)
+    _, clean = T.self_correcting_bits(h, T.SCHEDULE, 0.0, gen)
+    assert not torch.equal(fed[0], targets[0])             # some bits of the first scale were flipped
+    assert torch.equal(fed[-1], targets[-1])
+    assert torch.equal(targets[0], clean[0])               # the first target does not depend on flips
+    assert not torch.equal(targets[1], clean[1])           # later targets correct the fed mistakes
+    flipped = fed[0] != targets[0]
+    assert 0 < flipped.float().mean() < 0.5
+
+
 def test_teacher_inputs_are_what_generation_feeds():
     torch.manual_seed(0)
     model = T.init_infinity(Infinity(T.MODEL_CFG), 0).eval()
@@ -91,3 +116,22 @@ def test_fitted_steps():
     assert T.fitted_steps(10_000, 50, 60.0, 1.0, 600.0) == 590
     assert T.fitted_steps(400, 50, 60.0, 1.0, 600.0) == 400
     assert T.fitted_steps(10_000, 50, 700.0, 1.0, 600.0) == 50  # already over: stop where it is
+
+
+def test_second_stage_starts_from_the_shipped_weights(tmp_path):
+    """A self-correcting second stage starts from the shipped model: step 0 of the new run holds exactly the
+    shipped weights, and one step with flips moves them."""
+    from safetensors.torch import load_file
+    from ttsvar_core.shapesworld.demo import ASSETS
+
+    shutil.copy(ASSETS / T.VAE_FILE, tmp_path)
+    T.train_transformer(tmp_path, seed=0, steps=1, minutes=None, batch=2, full=1, flip_max=0.3,
+                        init_from=str(ASSETS), lr=1e-9)
+    shipped, trained = load_file(ASSETS / T.MODEL_FILE), load_file(tmp_path / T.MODEL_FILE)
+    torch.testing.assert_close(trained["head.weight"], shipped["head.weight"], atol=1e-6, rtol=0)
+    wrong_seed = tmp_path / "other"
+    wrong_seed.mkdir()
+    shutil.copy(ASSETS / T.VAE_FILE, wrong_seed)
+    import pytest
+    with pytest.raises(ValueError, match="another tokenizer"):
+        T.train_transformer(wrong_seed, seed=5, steps=1, minutes=None, batch=2, full=1, init_from=str(ASSETS))

@@ -18,9 +18,9 @@ ASSETS = Path(__file__).resolve().parent.parent / "assets" / "shapesworld"
 MODEL_FILE, VAE_FILE, T5_DIR, CLIP_DIR = ("shapesworld_infinity.safetensors", "shapesworld_vae.safetensors",
                                           "t5", "clip")
 SAMPLING_FILE = "sampling.json"       # sampling settings chosen on training prompts (see docs)
-# held-out (test split) prompts of four categories
-DEMO_PROMPTS = ("a green cross", "two triangles", "a red cross and a yellow diamond",
-                "a blue diamond above a green square")
+# Which prompts the demo shows is a rule, fixed before looking at any result: the first held-out prompt
+# of every GenEval category, in the split's own (SHA-256) order.
+DEMO_RULE = "the first held-out prompt of each GenEval category (test split, SHA-256 order)"
 DEMO_STRATEGIES = ("raw", "bon", "tts-var")
 
 
@@ -98,7 +98,8 @@ def run_demo(args) -> int:
         torch.set_num_threads(args.threads)
     start = time.perf_counter()
     shipped = load_shipped(args.assets)
-    texts = args.prompt or list(DEMO_PROMPTS)
+    texts = args.prompt or demo_prompts()
+    print(f"prompts: {'given with --prompt' if args.prompt else DEMO_RULE}; every strategy at seed {args.seed}")
     rows, images, captions = [], [], []
     outcomes = {}
     for strategy in DEMO_STRATEGIES:
@@ -117,8 +118,19 @@ def run_demo(args) -> int:
             rows.append((text, strategy, reward, mark, seconds))
     grid = save_grid(Path(args.out) / "demo_grid.png", images, captions, columns=len(DEMO_STRATEGIES), scale=3)
     print_table(rows, args.n)
+    judged = [r for r in rows if r[3] != "?"]
+    if judged:
+        print("correct (corrected evaluator): " + ", ".join(
+            f"{s} {sum(r[3] == 'correct' for r in judged if r[1] == s)}/{len(judged) // len(DEMO_STRATEGIES)}"
+            for s in DEMO_STRATEGIES))
     print(f"grid: {grid}  (total {time.perf_counter() - start:.1f} s)")
     return 0
+
+
+def demo_prompts() -> list[str]:
+    from .prompts import test_prompts
+    from .vocab import CATEGORIES
+    return [test_prompts(category)[0].text for category in CATEGORIES]
 
 
 def parse_prompt(text: str):

@@ -217,11 +217,42 @@ def init_infinity(model: Infinity, seed: int) -> Infinity:
     return model
 
 
-def teacher_inputs(bits: list[torch.Tensor], geometry: Geometry) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """Next-scale inputs (as generation builds them) and targets [B, L, d] from per-scale bits."""
+def self_correcting_bits(h: torch.Tensor, schedule, flip_max: float, gen: torch.Generator):
+    """Infinity's bitwise self-correction for teacher forcing: the residual quantiser of BSQVAE.encode_bits,
+    except that each scale's bits are flipped at random (per sample, probability uniform in [0, flip_max])
+    before they enter the running sum, and every later scale's target is the sign of the residual left by
+    those flipped bits. Generation makes such mistakes; trained this way, the model learns to repair them
+    at the next scale instead of building on them. Returns (fed bits, target bits), [B, 1, h, w, d] uint8
+    per scale; with flip_max = 0 both equal encode_bits' bits."""
+    d = h.shape[1]
+    scale = 1 / d ** 0.5
+    full = tuple(h.shape[-2:])
+    residual = h.float().unsqueeze(2)                                    # [B, d, 1, H, W]
+    strength = torch.rand(h.shape[0], generator=gen) * flip_max
+    fed, targets = [], []
+    for si, hw in enumerate(schedule):
+        x = residual if tuple(hw) == full else F.interpolate(residual, size=(1, *hw), mode="area")
+        target = x > 0
+        flip = torch.rand(target.shape, generator=gen) < strength.view(-1, 1, 1, 1, 1)
+        # the last scale feeds no later scale, so a flip there would only teach wrong targets
+        bits = target if si == len(schedule) - 1 else target ^ flip
+        quantised = torch.where(bits, scale, -scale)
+        if tuple(hw) != full:
+            quantised = F.interpolate(quantised, size=(1, *full), mode="trilinear")
+        residual = residual - quantised
+        fed.append(bits.permute(0, 2, 3, 4, 1).to(torch.uint8))
+        targets.append(target.permute(0, 2, 3, 4, 1).to(torch.uint8))
+    return fed, targets
+
+
+def teacher_inputs(bits: list[torch.Tensor], geometry: Geometry,
+                   target_bits: list[torch.Tensor] | None = None) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Next-scale inputs (as generation builds them) from per-scale fed bits, and targets [B, L, d] from
+    `target_bits` (the fed bits themselves when not given)."""
     summed, inputs, targets = None, [], []
     for si, b in enumerate(bits):
-        targets.append(b.reshape(b.shape[0], -1, b.shape[-1]))
+        t = b if target_bits is None else target_bits[si]
+        targets.append(t.reshape(t.shape[0], -1, t.shape[-1]))
         summed = accumulate(summed, bits_to_codes(b, MODEL_CFG.codebook_dim), geometry, si)
         if si + 1 < geometry.num_scales:
             inputs.append(next_input(summed, geometry, si))
@@ -244,10 +275,10 @@ def with_dropout(model: Infinity, features: torch.Tensor, lens: list[int], drop:
     return torch.cat(parts, 0)
 
 
-def scale_losses(model, t5, tok, pairs, bits, geometry: Geometry, scales: int, drop: torch.Tensor):
+def scale_losses(model, t5, tok, pairs, fed, target_bits, geometry: Geometry, scales: int, drop: torch.Tensor):
     """Mean bit cross-entropy per scale [scales] and bit accuracy, teacher-forced on the first `scales`
     scales (a prefix of the schedule: same tokens, same RoPE positions, a shorter sequence)."""
-    inputs, targets = teacher_inputs(bits, geometry)
+    inputs, targets = teacher_inputs(fed, geometry, target_bits)
     length = geometry.starts[scales]
     features, lens = encode_text(t5, tok, [p.text for p, _ in pairs])
     features = with_dropout(model, features, lens, drop)
@@ -274,19 +305,24 @@ def fitted_steps(steps: int, step: int, elapsed: float, seconds_per_step: float,
 def train_transformer(out: Path, seed: int, steps: int, minutes: float | None, batch: int = 24,
                       full: int = 6, coarse_scales: int = 5, lr: float = 2e-3, until: int | None = None,
                       device: str = "cpu", width: int = MODEL_CFG.embed_dim, depth: int = MODEL_CFG.depth,
-                      fit_minutes: float | None = None) -> Path:
+                      fit_minutes: float | None = None, flip_max: float = 0.0, init_from: str | None = None) -> Path:
     """Each step trains all `batch` samples on the coarse scales (1..8 tokens per side: layout, colours,
     counts) and the first `full` of them on the whole schedule; the last two scales hold 77% of the tokens
     but only refine edges, so this halves the cost of a step without starving any scale.
 
     fit_minutes: shorten the cosine schedule, once, so that the run ends within this wall time (measured
-    during warm-up, before the schedule's length matters); the fitted length is kept in the checkpoint."""
+    during warm-up, before the schedule's length matters); the fitted length is kept in the checkpoint.
+    flip_max: bitwise self-correction (self_correcting_bits); 0 trains on the clean bits.
+    init_from: a folder with a trained shapesworld_infinity.safetensors and t5/ of the same shape to start
+    from (a new optimiser, a new schedule): the second stage of a recipe."""
     run = Run(out, "transformer", minutes, until)
     cfg = model_config(width, depth)
     vae = load_vae(out / VAE_FILE, device=device)
     tok, t5 = build_t5(out / T5_DIR, seed, cfg.text_channels)
     torch.manual_seed(seed)
     model = init_infinity(Infinity(cfg), seed)
+    if init_from:
+        start_from(model, t5, out / T5_DIR, Path(init_from))
     model.to(device)
     t5.to(device)
     params = list(model.parameters()) + list(t5.parameters())
@@ -323,13 +359,16 @@ def train_transformer(out: Path, seed: int, steps: int, minutes: float | None, b
         data_seed = step_seed(seed, 3, step)
         pairs = sample_training_pairs(batch, data_seed)
         with torch.no_grad():
-            _, bits, _ = vae.encode_bits(images_to_tensor(im for _, im in pairs).to(device), SCHEDULE)
-        drop = torch.rand(batch, generator=torch.Generator().manual_seed(data_seed)) < CFG_DROPOUT
-        whole, acc = scale_losses(model, t5, tok, pairs[:full], [b[:full] for b in bits], geometry,
-                                  geometry.num_scales, drop[:full])
+            h = vae.encoder(images_to_tensor(im for _, im in pairs).to(device, vae.dtype))
+        gen = torch.Generator().manual_seed(data_seed)
+        drop = torch.rand(batch, generator=gen) < CFG_DROPOUT
+        fed, target_bits = self_correcting_bits(h.float().cpu(), SCHEDULE, flip_max, gen)
+        fed, target_bits = [b.to(device) for b in fed], [b.to(device) for b in target_bits]
+        whole, acc = scale_losses(model, t5, tok, pairs[:full], [b[:full] for b in fed],
+                                  [b[:full] for b in target_bits], geometry, geometry.num_scales, drop[:full])
         if full < batch:
-            coarse, _ = scale_losses(model, t5, tok, pairs[full:], [b[full:] for b in bits], geometry,
-                                     coarse_scales, drop[full:])
+            coarse, _ = scale_losses(model, t5, tok, pairs[full:], [b[full:] for b in fed],
+                                     [b[full:] for b in target_bits], geometry, coarse_scales, drop[full:])
             share = full / batch  # coarse scales: the mean over all samples of the batch
             whole = torch.cat([share * whole[:coarse_scales] + (1 - share) * coarse, whole[coarse_scales:]])
         loss = (whole * weights).sum()
@@ -345,6 +384,22 @@ def train_transformer(out: Path, seed: int, steps: int, minutes: float | None, b
             save()
     save()  # the end, or where a stop left off
     return out / MODEL_FILE
+
+
+def start_from(model: Infinity, t5, tokenizer_folder: Path, folder: Path) -> None:
+    """Loads a trained transformer and text encoder of the same shape (strictly) into fresh modules; the
+    run's tokenizer (in tokenizer_folder) must be the one they were trained with."""
+    from safetensors.torch import load_file
+
+    def vocabulary(where: Path):
+        return json.loads((where / "tokenizer.json").read_text())["model"]
+
+    if vocabulary(folder / T5_DIR) != vocabulary(tokenizer_folder):
+        raise ValueError(f"{folder / T5_DIR} was trained with another tokenizer (another --seed?); "
+                         "start from a run of the same seed")
+    model.load_state_dict(load_file(folder / MODEL_FILE), strict=True)
+    # through transformers: the saved file keeps one copy of the tied token embeddings
+    t5.load_state_dict(type(t5).from_pretrained(str(folder / T5_DIR)).state_dict(), strict=True)
 
 
 def export_transformer(model: Infinity, t5, out: Path, cfg: InfinityConfig = MODEL_CFG) -> None:
