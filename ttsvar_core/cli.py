@@ -18,6 +18,7 @@ import torch
 from .engine.schedule import DECODE_CHOICES, DECODE_EFFECTS, FEATURE_MODES, POTENTIALS, DecodePolicy
 from .engine.strategies import STRATEGIES
 from .engine.text_inputs import check_prompt, parse_floats, parse_ints, parse_scales
+from .model.checkpoints import WEIGHT_STORAGE
 from .model.config import RELEASES, release_of
 from .model.dtypes import DTYPE_NAMES
 from .model.schedules import PIXEL_BUDGETS, get_schedule, snap_aspect_ratio
@@ -123,9 +124,9 @@ def add_generate_parser(sub):
     p.add_argument("--device", type=device_argument, default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", choices=DTYPE_NAMES, default=None,
                    help="transformer block dtype (default bf16 on GPU, fp32 on CPU)")
-    p.add_argument("--weight-storage", choices=("fp8",), default=None,
-                   help="fp8: store the transformer blocks' matmul weights in float8 (half the memory of bf16), "
-                        "computed in --dtype")
+    p.add_argument("--weight-storage", choices=list(WEIGHT_STORAGE), default=None,
+                   help="store the transformer blocks' matmul weights narrower than --dtype, upcast layer by layer: "
+                        "fp8 (float8 e4m3fn, half the memory of bf16), or bf16/fp16 under --dtype fp32")
     p.add_argument("--shared-generator", action="store_true",
                    help="one random generator for all candidates, as the reference code (parity runs)")
     p.add_argument("--trace", default=None, help="write the per-scale trace to this JSON file")
