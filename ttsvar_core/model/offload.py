@@ -67,7 +67,7 @@ class BlockStreamer:
 def stream_blocks(model: nn.Module, device) -> BlockStreamer:
     """Puts the transformer on `device` except its blocks, which stay in CPU memory and visit the device one
     at a time as they run. Load the model into CPU memory first: the blocks never need to fit on the device
-    together (the 2B's are ~4 GB in bf16, the 8B's ~16 GB; the rest of either is a few hundred MB)."""
+    together (the 2B's are 4.3 GB in bf16, the 8B's 16.4 GB; the rest of either is a few hundred MB)."""
     streamer = BlockStreamer(model, device)
     device = torch.device(device)
     for name, child in model.named_children():
