@@ -105,9 +105,11 @@ def add_generate_parser(sub):
     p.add_argument("--lam", type=float, default=None, help="resampling temperature lambda")
     p.add_argument("--feature-mode", choices=FEATURE_MODES, default=None)
     decode = p.add_mutually_exclusive_group()
+    effects = " ".join(f"{name}: {DECODE_EFFECTS[name]}" for name in DECODE_CHOICES)
     decode.add_argument("--selection-decode", choices=tuple(DECODE_CHOICES), default="paper",
+                        # argparse %-formats help text: the percentages in the effects are escaped
                         help="how clustering and resampling decode candidates for the feature and reward models. "
-                             + " ".join(f"{name}: {DECODE_EFFECTS[name]}" for name in DECODE_CHOICES))
+                             + effects.replace("%", "%%"))
     decode.add_argument("--selection-side", type=int, default=None,
                         help="instead of a named choice: every selection decodes at this many pixels")
     p.add_argument("--reward", default="imagereward",
