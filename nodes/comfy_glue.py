@@ -222,3 +222,29 @@ def missing_model_message(folder_name: str, name: str, what: str) -> str | None:
     except FileNotFoundError as e:
         return str(e)
     return None
+
+
+# ---- text encoders ---------------------------------------------------------------------------------------
+def list_text_encoders() -> list[str]:
+    """The model loader's text encoder entries: T5 model folders, and the .safetensors files of
+    models/text_encoders (a convert-t5 single file; ComfyUI's own text encoders lie there too, and loading
+    one of those says what is wrong and what to use instead)."""
+    files = [name for name in list_models("text_encoders", folders=False) if name.lower().endswith(".safetensors")]
+    return sorted(list_models("text_encoders", files=False) + files)
+
+
+def t5_tokenizer_folder(text_encoder: str) -> str:
+    """The T5 tokenizer ComfyUI ships (its SD3 and Flux T5-XXL use T5 v1.1's 32k vocabulary, which flan-t5
+    shares): what a single-file text encoder, which holds no tokenizer, is read with."""
+    try:
+        import comfy.text_encoders.sd3_clip as sd3_clip
+        here = os.path.dirname(os.path.realpath(sd3_clip.__file__))
+    except ImportError:  # a ComfyUI that moved its T5 code: the error names where the folder used to be
+        here = os.path.join(os.path.dirname(os.path.realpath(mm.__file__)), "text_encoders")
+    folder = os.path.join(here, "t5_tokenizer")
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(
+            f"the single-file text encoder {text_encoder!r} holds no tokenizer and is read with the T5 tokenizer "
+            f"ComfyUI ships, but the folder {folder} is missing. Reinstall or update ComfyUI (it ships that "
+            "folder), or copy flan-t5-xl's tokenizer.json into it, or choose a flan-t5-xl folder as text_encoder")
+    return folder

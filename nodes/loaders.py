@@ -6,6 +6,7 @@ which VAE belongs to which transformer.
 """
 from __future__ import annotations
 
+import os
 import re
 
 from comfy_api.latest import io
@@ -18,6 +19,12 @@ from .options import CATEGORY, DTYPE_CHOICES
 from .types import FEATURES, MODEL, REWARD, Choice
 
 NO_FILE = "none"
+# How the transformer blocks' matmul weights are kept, as the widget names them -> the core's weight_storage
+# (fp8_e4m3fn is ComfyUI's own name for that format in its model loaders).
+WEIGHT_STORAGE = {"auto": None, "bf16": "bf16", "fp16": "fp16", "fp8_e4m3fn": "fp8"}
+# Where the transformer blocks wait between uses -> InfinityPipeline.load's stream.
+OFFLOAD = {"none": False, "stream blocks from CPU memory": True}
+# weight_storage and offload are optional inputs: prompts and workflows saved before they existed still run.
 
 # Released file names (lower case, split at non-alphanumerics) -> which model they belong to.
 _MODEL_FAMILY = {word: family for family, r in RELEASES.items() for word in r["model_words"]}
@@ -60,10 +67,28 @@ class TTSVARModelLoader(io.ComfyNode):
                 Choice("vae", options=glue.list_models("infinity_vae"),
                        tooltip="models/infinity_vae: infinity_vae_d32reg.pth (2B) or "
                                "infinity_vae_d56_f8_14_patchify.pth (8B); the shipped small model has its own"),
-                Choice("text_encoder", options=glue.list_models("text_encoders", files=False),
-                       tooltip="a flan-t5-xl folder in models/text_encoders (config.json, tokenizer, weights); "
-                               "shapesworld/t5 for the shipped small model"),
-                dtype_input("transformer blocks' weights"),
+                Choice("text_encoder", options=glue.list_text_encoders(),
+                       tooltip="models/text_encoders: the flan-t5-xl folder (config.json, tokenizer, weights), or "
+                               "its encoder alone as one .safetensors file made by `python -m ttsvar_core "
+                               "convert-t5` (read with the T5 tokenizer ComfyUI ships); shapesworld/t5 for the "
+                               "shipped small model"),
+                Choice("dtype", options=DTYPE_CHOICES, default="auto",
+                       tooltip="number format the transformer blocks compute in: auto is bf16 on GPUs that support "
+                               "it (the released models' format), fp16 on other GPUs and fp32 on a CPU; fp32 is the "
+                               "most exact and needs twice the memory of bf16 or fp16"),
+                Choice("weight_storage", options=list(WEIGHT_STORAGE), default="auto", optional=True,
+                       tooltip="how the transformer blocks' weights (98% of the model) are kept in memory, "
+                               "each layer's weights widened to dtype just before it computes: auto keeps them in "
+                               "dtype; fp8_e4m3fn halves bf16's memory (Infinity-2B's blocks take 2.1 GB instead of "
+                               "4.3, 8B's 8.2 instead of 16.4; images change a little); bf16 or fp16 halve fp32's, "
+                               "so they go with dtype fp32 (beside the other 16-bit dtype they save nothing and are "
+                               "refused)"),
+                Choice("offload", options=list(OFFLOAD), default="none", optional=True,
+                       tooltip="none: the whole transformer stays on the GPU. stream blocks from CPU memory: the "
+                               "blocks wait in CPU memory and are copied to the GPU one at a time as they run, so "
+                               "the GPU holds one block instead of all (4.3 GB less for Infinity-2B in bf16, 16.4 "
+                               "GB less for 8B, half that with fp8_e4m3fn) at the cost of copying every block at "
+                               "every scale (slower). No effect on a CPU"),
             ],
             outputs=[MODEL.Output(display_name="model", tooltip="transformer, VAE and text encoder")],
         )
@@ -79,13 +104,19 @@ class TTSVARModelLoader(io.ComfyNode):
         return "; ".join(problems) if problems else True
 
     @classmethod
-    def execute(cls, model, vae, text_encoder, dtype):
+    def execute(cls, model, vae, text_encoder, dtype, weight_storage="auto", offload="none"):
         device = glue.compute_device()
         paths = (glue.resolve_model("infinity", model, "the Infinity model"),
                  glue.resolve_model("infinity_vae", vae, "the VAE"),
-                 glue.resolve_model("text_encoders", text_encoder, "the text encoder folder"))
-        glue.make_room(glue.disk_bytes(*paths[:2]), device)
-        pipeline = InfinityPipeline.load(*paths, device=device, dtype=glue.auto_dtype(dtype, device))
+                 glue.resolve_model("text_encoders", text_encoder, "the text encoder"))
+        # a single file holds no tokenizer: it is read with the one ComfyUI ships
+        tokenizer = glue.t5_tokenizer_folder(text_encoder) if os.path.isfile(paths[2]) else None
+        stream = OFFLOAD[offload]
+        # streamed blocks stay in CPU memory: only the VAE (and the transformer's small rest) needs GPU room
+        glue.make_room(glue.disk_bytes(*paths[1:2] if stream else paths[:2]), device)
+        pipeline = InfinityPipeline.load(*paths, text_tokenizer=tokenizer, device=device,
+                                         dtype=glue.auto_dtype(dtype, device),
+                                         weight_storage=WEIGHT_STORAGE[weight_storage], stream=stream)
         pipeline.text_encoder.to(glue.offload_device())  # T5 visits the GPU only while encoding
         return io.NodeOutput(pipeline)
 

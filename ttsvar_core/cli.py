@@ -18,6 +18,7 @@ import torch
 from .engine.schedule import DECODE_CHOICES, DECODE_EFFECTS, FEATURE_MODES, POTENTIALS, DecodePolicy
 from .engine.strategies import STRATEGIES
 from .engine.text_inputs import check_prompt, parse_floats, parse_ints, parse_scales
+from .model.checkpoints import WEIGHT_STORAGE
 from .model.config import RELEASES, release_of
 from .model.dtypes import DTYPE_NAMES
 from .model.schedules import PIXEL_BUDGETS, get_schedule, snap_aspect_ratio
@@ -104,9 +105,11 @@ def add_generate_parser(sub):
     p.add_argument("--lam", type=float, default=None, help="resampling temperature lambda")
     p.add_argument("--feature-mode", choices=FEATURE_MODES, default=None)
     decode = p.add_mutually_exclusive_group()
+    effects = " ".join(f"{name}: {DECODE_EFFECTS[name]}" for name in DECODE_CHOICES)
     decode.add_argument("--selection-decode", choices=tuple(DECODE_CHOICES), default="paper",
+                        # argparse %-formats help text: the percentages in the effects are escaped
                         help="how clustering and resampling decode candidates for the feature and reward models. "
-                             + " ".join(f"{name}: {DECODE_EFFECTS[name]}" for name in DECODE_CHOICES))
+                             + effects.replace("%", "%%"))
     decode.add_argument("--selection-side", type=int, default=None,
                         help="instead of a named choice: every selection decodes at this many pixels")
     p.add_argument("--reward", default="imagereward",
@@ -123,9 +126,9 @@ def add_generate_parser(sub):
     p.add_argument("--device", type=device_argument, default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", choices=DTYPE_NAMES, default=None,
                    help="transformer block dtype (default bf16 on GPU, fp32 on CPU)")
-    p.add_argument("--weight-storage", choices=("fp8",), default=None,
-                   help="fp8: store the transformer blocks' matmul weights in float8 (half the memory of bf16), "
-                        "computed in --dtype")
+    p.add_argument("--weight-storage", choices=list(WEIGHT_STORAGE), default=None,
+                   help="store the transformer blocks' matmul weights narrower than --dtype, upcast layer by layer: "
+                        "fp8 (float8 e4m3fn, half the memory of bf16), or bf16/fp16 under --dtype fp32")
     p.add_argument("--shared-generator", action="store_true",
                    help="one random generator for all candidates, as the reference code (parity runs)")
     p.add_argument("--trace", default=None, help="write the per-scale trace to this JSON file")

@@ -12,7 +12,8 @@ from safetensors.torch import load_file, save_file
 from ttsvar_core.__main__ import main
 from ttsvar_core.model.checkpoints import CONFIG_METADATA_KEY
 from ttsvar_core.model.pipeline import InfinityPipeline
-from ttsvar_core.model.text import TextEncoder, TextEncoderError, load_tokenizer
+from ttsvar_core.model.text import TextEncoder, TextEncoderError, convert_t5_folder, load_tokenizer
+from ttsvar_core.testing.tiny_models import write_t5_for_tokenizer
 
 PROMPTS = ["a red circle", "two blue squares above a star", "a red circle"]
 REPO = Path(__file__).resolve().parents[2]
@@ -154,3 +155,15 @@ def test_comfyuis_t5_tokenizer_is_flan_t5s():
     assert tok("And finally the third line.").input_ids == [275, 2031, 8, 1025, 689, 5, 1]
     assert tok("translate English to German: How old are you?").input_ids == [
         13959, 1566, 12, 2968, 10, 571, 625, 33, 25, 58, 1]
+
+
+@pytest.mark.skipif(comfyui_t5_tokenizer() is None, reason="ComfyUI is not set up (scripts/setup_env.sh)")
+def test_a_single_file_reads_with_comfyuis_t5_tokenizer(tmp_path):
+    """What the Load Infinity Model node does with a single file: read it with ComfyUI's t5_tokenizer. A tiny T5
+    made for that tokenizer (flan-t5's 32128 embedding rows), converted, gives its folder's features."""
+    folder = write_t5_for_tokenizer(tmp_path / "t5", comfyui_t5_tokenizer(), d_model=64)
+    assert json.loads((folder / "config.json").read_text())["vocab_size"] == 32128
+    single = convert_t5_folder(folder, tmp_path / "t5.safetensors", "fp32")
+    want, want_lens = TextEncoder(folder).encode(PROMPTS)
+    got, lens = TextEncoder(single, tokenizer=comfyui_t5_tokenizer()).encode(PROMPTS)
+    assert lens == want_lens and torch.equal(got, want)

@@ -9,6 +9,7 @@ Fixtures for tests:
     tiny_models   (session) tiny random Infinity/VAE/T5 files and a tiny CLIP reward and DINOv2
                   written into the server's model folders: {name: Path} (ttsvar_core.testing.tiny_models,
                   ttsvar_core.testing.tiny_scorers)
+    e2e_harness   (session) the harness module, for tests that start a ComfyUI of their own
     workflows     (session) the workflow_lib module: shipped workflows, UI -> API conversion, the
                   test-time swaps to tiny files, and page scripts that build and edit workflows
 
@@ -51,6 +52,12 @@ def pytest_collection_modifyitems(config, items):
         raise pytest.UsageError(f"TTSVAR_REQUIRE_E2E=1 but {problem}")
     for item in ours:
         item.add_marker(pytest.mark.skip(reason=f"e2e: {problem}"))
+
+
+@pytest.fixture(scope="session")
+def e2e_harness():
+    """The harness module itself, for tests that start a server of their own."""
+    return harness
 
 
 @pytest.fixture(scope="session")

@@ -100,8 +100,9 @@ class ComfyServer:
     of that model folder, listed after the tree's own models/<folder>.
     """
 
-    def __init__(self, comfy: Path, workdir: Path, port: int):
+    def __init__(self, comfy: Path, workdir: Path, port: int, support_nodes: bool = True):
         self.comfy = comfy
+        self.support_nodes = support_nodes  # False: the pack alone, as a user installs it
         self.workdir = workdir
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
@@ -134,7 +135,9 @@ class ComfyServer:
 
     def _write_extra_paths_config(self):
         """Session model folders and the test-only nodes, as an extra_model_paths.yaml."""
-        lines = ["ttsvar_e2e:", f"  custom_nodes: {json.dumps(str(SUPPORT_NODES_DIR))}"]
+        lines = ["ttsvar_e2e:"]
+        if self.support_nodes:
+            lines.append(f"  custom_nodes: {json.dumps(str(SUPPORT_NODES_DIR))}")
         for name in SESSION_MODEL_FOLDERS:
             folder = self.models_dir / name
             folder.mkdir(parents=True, exist_ok=True)

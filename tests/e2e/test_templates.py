@@ -99,7 +99,8 @@ def test_first_template_draws_a_right_picture_with_the_shipped_model_alone(comfy
         .map((n) => [n.type, n.widgets.filter((w) => typeof w.value === "string").map((w) => w.value)]))""")
     assert loaders == {
         "TTSVAR_ModelLoader": ["shapesworld/shapesworld_infinity.safetensors",
-                               "shapesworld/shapesworld_vae.safetensors", "shapesworld/t5", "fp32"],
+                               "shapesworld/shapesworld_vae.safetensors", "shapesworld/t5", "fp32", "auto",
+                               "none"],
         "TTSVAR_RewardLoader": ["clip", "shapesworld/clip", "fp32", "none"],
         "TTSVAR_FeatureLoader": ["clip-vision", "shapesworld/clip", "fp32"],
     }

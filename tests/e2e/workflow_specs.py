@@ -102,11 +102,11 @@ def _workflow(nodes, links) -> dict:
             "min_width": MIN_WIDTH}
 
 
-def _loaders(model, reward, features, note, y_note=600, prompt=PROMPT):
+def _loaders(model, reward, features, note, y_note=660, prompt=PROMPT):
     return [
         {"id": 1, "type": "TTSVAR_ModelLoader", "pos": [20, 40], "widgets": model},
-        {"id": 2, "type": "TTSVAR_RewardLoader", "pos": [20, 250], "widgets": reward},
-        {"id": 3, "type": "TTSVAR_FeatureLoader", "pos": [20, 450], "widgets": features},
+        {"id": 2, "type": "TTSVAR_RewardLoader", "pos": [20, 300], "widgets": reward},
+        {"id": 3, "type": "TTSVAR_FeatureLoader", "pos": [20, 500], "widgets": features},
         {"id": 4, "type": "TTSVAR_TextEncode", "pos": [400, 40], "size": [400, 220],
          "widgets": {"prompt": prompt, "negative_prompt": NEGATIVE}},
         {"id": 90, "type": "Note", "pos": [20, y_note], "size": [360, 320], "widgets": {"text": note}},
@@ -128,7 +128,7 @@ def node_by_node_2b():
     step = lambda i, x, y, to: {"id": i, "type": "TTSVAR_Step", "pos": [x, y],  # noqa: E731
                                 "title": f"Step to scale {to}" if to >= 0 else "Step to the last scale",
                                 "widgets": {"to_scale": to}}
-    nodes = _loaders(REAL_2B, REAL_REWARD, REAL_FEATURES, NOTE_2B + "\n\n" + NOTE_NODE_BY_NODE, y_note=620) + [
+    nodes = _loaders(REAL_2B, REAL_REWARD, REAL_FEATURES, NOTE_2B + "\n\n" + NOTE_NODE_BY_NODE, y_note=680) + [
         {"id": 5, "type": "TTSVAR_Start", "pos": [400, 300], "title": "Start 8 candidates",
          "widgets": {"aspect_ratio": "1:1", "pixel_budget": "1M", "seed": 42, "control_after_generate": FIXED,
                      "cfg": 3.0, "tau": 0.5, "top_k": 900, "top_p": 0.97, "candidates": 8, "custom_scales": ""}},
@@ -189,7 +189,7 @@ def small_model_cpu():
 def bon_vs_ttsvar():
     note = (NOTE_2B + "\n\nBest-of-N with N=8 (8 full images, the best by reward) next to TTS-VAR with N=1 "
             "(8 candidates narrowed by clustering and resampling), same prompt and seed.")
-    nodes = _loaders(REAL_2B, REAL_REWARD, REAL_FEATURES, note, y_note=620) + [
+    nodes = _loaders(REAL_2B, REAL_REWARD, REAL_FEATURES, note, y_note=680) + [
         {"id": 5, "type": "TTSVAR_BatchSchedule", "pos": [400, 300], "title": "Schedule: Best-of-N",
          "widgets": _schedule_widgets("Best-of-N", n=8)},
         {"id": 6, "type": "TTSVAR_Sampler", "pos": [840, 40], "title": "Best-of-N (N=8)",
@@ -226,10 +226,10 @@ def pick_and_vary_cpu():
                                        "widgets": {"to_scale": to}}
     nodes = [
         {"id": 1, "type": "TTSVAR_ModelLoader", "pos": [20, 40], "widgets": SMALL_MODEL},
-        {"id": 2, "type": "TTSVAR_RewardLoader", "pos": [20, 250], "widgets": SMALL_REWARD},
+        {"id": 2, "type": "TTSVAR_RewardLoader", "pos": [20, 300], "widgets": SMALL_REWARD},
         {"id": 4, "type": "TTSVAR_TextEncode", "pos": [400, 40], "size": [400, 220],
          "widgets": {"prompt": PROMPT, "negative_prompt": NEGATIVE}},
-        {"id": 90, "type": "Note", "pos": [20, 460], "size": [360, 420], "widgets": {"text": NOTE_PICK_AND_VARY}},
+        {"id": 90, "type": "Note", "pos": [20, 510], "size": [360, 420], "widgets": {"text": NOTE_PICK_AND_VARY}},
         {"id": 5, "type": "TTSVAR_Start", "pos": [400, 300], "title": "Start 8 candidates",
          "widgets": {"aspect_ratio": "1:1", "pixel_budget": "1M", "seed": 42, "control_after_generate": FIXED,
                      "cfg": 3.0, "tau": 0.5, "top_k": 900, "top_p": 0.97, "candidates": 8,

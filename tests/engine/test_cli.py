@@ -237,3 +237,17 @@ def test_debug_shows_the_traceback(files, tmp_path):
     from ttsvar_core.__main__ import main
     with pytest.raises(ValueError, match="must be >= 1"):
         main(base_args(files, tmp_path / "out") + ["--n", "0", "--debug"])
+
+
+@pytest.mark.parametrize("command", ["generate", "demo", "evaluate", "make-tiny", "convert-t5"])
+def test_help_of_every_command(command, capsys):
+    """argparse %-formats help texts: a literal percent sign in one (the decode effects quote measured
+    percentages) used to end `generate --help` with a TypeError."""
+    from ttsvar_core.__main__ import main
+    with pytest.raises(SystemExit) as done:
+        main([command, "--help"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage:")
+    if command == "generate":
+        assert "--weight-storage {bf16,fp16,fp8}" in out and "60% of it in" in out

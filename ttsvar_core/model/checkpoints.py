@@ -332,8 +332,13 @@ def load_vae(path, *, device="cpu", dtype=torch.float32, expected: VAEConfig | N
     return model.eval().requires_grad_(False)
 
 
-def is_fp8_slot(key: str, ndim: int) -> bool:
-    """The tensors fp8 storage applies to: the blocks' matmul weights (90% of the parameters). Biases,
+# How the blocks' matmul weights can be stored (load_infinity's weight_storage), each narrower than a compute
+# dtype it serves: a stored weight is upcast to its layer's compute dtype just before its matmul.
+WEIGHT_STORAGE = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp8": torch.float8_e4m3fn}
+
+
+def is_storage_slot(key: str, ndim: int) -> bool:
+    """The tensors a weight storage applies to: the blocks' matmul weights (90% of the parameters). Biases,
     norms and AdaLN tables stay in the compute dtype: they are small and sensitive."""
     return key.startswith("block_chunks.") and key.endswith(".weight") and ndim == 2
 
@@ -341,18 +346,41 @@ def is_fp8_slot(key: str, ndim: int) -> bool:
 def store_fp8(model: Infinity, fp8_dtype: torch.dtype = torch.float8_e4m3fn) -> Infinity:
     """Stores the blocks' matmul weights in fp8 (in place); they are upcast per layer when they run."""
     for name, p in model.named_parameters():
-        if is_fp8_slot(name, p.ndim):
+        if is_storage_slot(name, p.ndim):
             p.data = p.data.to(fp8_dtype)
     return model
+
+
+def storage_dtype(weight_storage: str | None, dtype: torch.dtype, device="cpu") -> torch.dtype | None:
+    """The dtype the blocks' matmul weights are stored in, None when they are stored as they compute.
+    Refuses a storage that saves nothing (as wide as the compute dtype: it would only round the weights
+    twice) and fp8 where the device has no float8 type."""
+    if weight_storage is None:
+        return None
+    if weight_storage not in WEIGHT_STORAGE:
+        raise ValueError(f"unknown weight storage {weight_storage!r}; choose None (stored as computed) or one of "
+                         f"{list(WEIGHT_STORAGE)}")
+    stored = WEIGHT_STORAGE[weight_storage]
+    if stored == dtype:
+        return None
+    compute = str(dtype).removeprefix("torch.")
+    if stored.itemsize >= dtype.itemsize:
+        raise ValueError(f"weight storage {weight_storage} is no smaller than the compute dtype {compute}: it saves "
+                         "no memory and rounds the weights twice. Store the weights as they compute (auto), choose "
+                         "fp8 storage, or compute in fp32")
+    if stored.itemsize == 1 and torch.device(device).type == "mps":
+        raise ValueError("fp8 weight storage does not run on Apple MPS (it has no float8 type): choose bf16 or "
+                         "fp16 storage")
+    return stored
 
 
 def load_infinity(path, *, vae_cfg: VAEConfig | None = None, device="cpu", dtype=torch.float32,
                   cfg: InfinityConfig | None = None, weight_storage: str | None = None) -> Infinity:
     """Blocks compute in `dtype`; embeddings, text modules, shared AdaLN and head stay float32 (as the
-    official bf16 inference keeps them). `weight_storage="fp8"` stores the blocks' matmul weights in
-    float8 e4m3fn (half the memory of bf16), upcast to `dtype` layer by layer as they run."""
-    if weight_storage not in (None, "fp8"):
-        raise ValueError(f"unknown weight storage {weight_storage!r}; choose None (the compute dtype) or 'fp8'")
+    official bf16 inference keeps them). `weight_storage` (a WEIGHT_STORAGE name narrower than `dtype`, e.g.
+    "fp8": float8 e4m3fn, half the memory of bf16) stores the blocks' matmul weights in that dtype, upcast
+    to `dtype` layer by layer as they run."""
+    stored = storage_dtype(weight_storage, dtype, device)
     src = path if isinstance(path, TensorSource) else TensorSource(path)
     cfg = cfg or infinity_config_from_source(src, vae_cfg)
     if vae_cfg is not None and cfg.vae != vae_cfg:
@@ -378,8 +406,8 @@ def load_infinity(path, *, vae_cfg: VAEConfig | None = None, device="cpu", dtype
     shapes = model.state_dict()
 
     def dtype_of(key: str):
-        if weight_storage == "fp8" and is_fp8_slot(key, shapes[key].ndim):
-            return torch.float8_e4m3fn
+        if stored is not None and is_storage_slot(key, shapes[key].ndim):
+            return stored
         return dtype if key.startswith("block_chunks.") else torch.float32
 
     hint = ""

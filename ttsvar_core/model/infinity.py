@@ -22,17 +22,15 @@ def round_bf16(x: torch.Tensor) -> torch.Tensor:
     return x.to(torch.bfloat16).to(x.dtype) if x.dtype == torch.float32 else x
 
 
-# Weight dtypes that are storage only: such a weight is upcast to its layer's compute dtype (that of its
-# bias) just before its matmul, so fp8 halves the blocks' memory while the arithmetic stays bf16/fp32.
-FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
-
-
 def compute_weight(weight: torch.Tensor, compute_dtype: torch.dtype) -> torch.Tensor:
-    return weight.to(compute_dtype) if weight.dtype in FP8_DTYPES else weight
+    """A matmul weight stored narrower than its layer computes (fp8, or bf16/fp16 under fp32; see
+    checkpoints.WEIGHT_STORAGE) is upcast to the compute dtype, that of its bias, just before its matmul: the
+    storage saves memory while the arithmetic stays in the compute dtype."""
+    return weight if weight.dtype == compute_dtype else weight.to(compute_dtype)
 
 
 def linear(x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
-    """A linear layer run in its compute dtype (bf16 blocks take fp32 activations; fp8 weights upcast)."""
+    """A linear layer run in its compute dtype (bf16 blocks take fp32 activations; stored weights upcast)."""
     w = layer.weight if layer.bias is None else compute_weight(layer.weight, layer.bias.dtype)
     return F.linear(x.to(w.dtype), w, layer.bias)
 

@@ -6,10 +6,11 @@ from pathlib import Path
 
 import torch
 
-from .checkpoints import load_infinity, load_vae
+from .checkpoints import load_infinity, load_vae, storage_dtype
 from .config import pixels_per_token
 from .dtypes import parse_dtype
 from .infinity import Infinity
+from .offload import stream_blocks
 from .schedules import get_schedule, validate_schedule
 from .text import Prompts, TextEncoder
 from .vae import BSQVAE
@@ -22,13 +23,18 @@ class InfinityPipeline:
 
     @classmethod
     def load(cls, model_path, vae_path, text_encoder_path, *, text_tokenizer=None, device="cpu", dtype="fp32",
-             text_device=None, weight_storage: str | None = None) -> "InfinityPipeline":
+             text_device=None, weight_storage: str | None = None, stream: bool = False) -> "InfinityPipeline":
         """`text_encoder_path`: a flan-t5-xl folder or a convert-t5 single file; `text_tokenizer`: a tokenizer
-        folder, needed with a single file (see TextEncoder). `weight_storage="fp8"`: the transformer blocks'
-        matmul weights in fp8, computed in `dtype`."""
+        folder, needed with a single file (see TextEncoder). `weight_storage` ("bf16", "fp16" or "fp8",
+        narrower than `dtype`): the transformer blocks' matmul weights stored in it, computed in `dtype`.
+        `stream`: the blocks stay in CPU memory and visit `device` one at a time (offload.stream_blocks)."""
         device, dtype = torch.device(device), parse_dtype(dtype)
+        storage_dtype(weight_storage, dtype, device)  # a refused storage fails before anything loads
         vae = load_vae(vae_path, device=device, dtype=torch.float32 if device.type == "cpu" else dtype)
-        model = load_infinity(model_path, vae_cfg=vae.cfg, device=device, dtype=dtype, weight_storage=weight_storage)
+        model = load_infinity(model_path, vae_cfg=vae.cfg, device="cpu" if stream else device, dtype=dtype,
+                              weight_storage=weight_storage)
+        if stream:
+            stream_blocks(model, device)
         text = TextEncoder(text_encoder_path, tokenizer=text_tokenizer, device=text_device or device,
                            max_length=model.cfg.text_maxlen)
         if text.channels != model.cfg.text_channels:

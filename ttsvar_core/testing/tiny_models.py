@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -61,14 +62,32 @@ def build_tokenizer(folder: Path, seed: int = 0):
     return unigram_t5_tokenizer(folder, sentences, vocab_size=96, max_length=512)
 
 
-def write_t5(folder: Path, d_model: int, seed: int = 0):
+def _save_random_t5(folder: Path, vocab_size: int, d_model: int, seed: int) -> None:
     from transformers import T5Config, T5EncoderModel
-    folder.mkdir(parents=True, exist_ok=True)
-    tok = build_tokenizer(folder, seed)
     torch.manual_seed(seed)
-    config = T5Config(vocab_size=len(tok), d_model=d_model, d_kv=32, d_ff=2 * d_model, num_layers=2,
+    config = T5Config(vocab_size=vocab_size, d_model=d_model, d_kv=32, d_ff=2 * d_model, num_layers=2,
                       num_heads=max(1, d_model // 64), feed_forward_proj="gated-gelu", is_encoder_decoder=False)
     T5EncoderModel(config).save_pretrained(str(folder))
+
+
+def write_t5(folder: Path, d_model: int, seed: int = 0):
+    folder.mkdir(parents=True, exist_ok=True)
+    tok = build_tokenizer(folder, seed)
+    _save_random_t5(folder, len(tok), d_model, seed)
+    return folder
+
+
+def write_t5_for_tokenizer(folder: Path, tokenizer: Path, d_model: int, seed: int = 0) -> Path:
+    """A tiny random T5 encoder folder holding a copy of an existing tokenizer folder, with an embedding row
+    per token rounded up to a multiple of 128, as flan-t5-xl's 32128 rows are for T5 v1.1's 32100 tokens
+    (so ComfyUI's t5_tokenizer reads it; d_model keeps it small: 32128 x 256 floats are 33 MB)."""
+    from transformers import AutoTokenizer
+    folder.mkdir(parents=True, exist_ok=True)
+    for file in Path(tokenizer).iterdir():
+        if file.is_file():
+            shutil.copyfile(file, folder / file.name)
+    size = len(AutoTokenizer.from_pretrained(str(folder), legacy=True, local_files_only=True))
+    _save_random_t5(folder, -(-size // 128) * 128, d_model, seed)
     return folder
 
 

@@ -142,6 +142,24 @@ class TTSVARTestFloats:
         return {"ui": {"values": [float(v) for v in values]}}
 
 
+class TTSVARTestTextFeatures:
+    """Shows the T5 rows of encoded prompts (the Text Encode node's output) in its ui: the features and
+    their lengths per prompt."""
+
+    CATEGORY = "TTS-VAR/e2e"
+    RETURN_TYPES = ()
+    FUNCTION = "run"
+    OUTPUT_NODE = True
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"conditioning": ("TTSVAR_CONDITIONING",)}}
+
+    def run(self, conditioning):
+        return {"ui": {"ttsvar_text": [{"features": conditioning.features.float().cpu().tolist(),
+                                        "lens": list(conditioning.lens)}]}}
+
+
 NODE_CLASS_MAPPINGS = {
     "TTSVARTest_Steps": TTSVARTestSteps,
     "TTSVARTest_Fail": TTSVARTestFail,
@@ -149,4 +167,5 @@ NODE_CLASS_MAPPINGS = {
     "TTSVARTest_StateSelect": TTSVARTestStateSelect,
     "TTSVARTest_StateForce": TTSVARTestStateForce,
     "TTSVARTest_Floats": TTSVARTestFloats,
+    "TTSVARTest_TextFeatures": TTSVARTestTextFeatures,
 }
