@@ -29,7 +29,8 @@ def start_state(model, conditioning, scales, params, candidates: int, seed: int,
     """N fresh candidates, after the checks a search makes: until later nodes select, they are plain sampling
     of N, so that request is what gets checked."""
     plain = preset("raw", n=candidates, num_scales=len(scales))
-    SearchRequest(conditioning, scales, params, plain, seed=seed).check_inputs(model.model, model.vae)
+    SearchRequest(conditioning, scales, params, plain, seed=seed,
+                  options=glue.run_options()).check_inputs(model.model, model.vae)
     return SearchState.start(model.model, conditioning.features, list(conditioning.lens), scales, params,
                              candidates, seed=seed, negative=conditioning.negative, capacity_scales=capacity_scales)
 

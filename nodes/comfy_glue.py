@@ -21,6 +21,7 @@ import folder_paths
 import torch
 from server import PromptServer
 
+from ..ttsvar_core.engine import RunOptions
 from ..ttsvar_core.model.files import INDEX_FILES
 from . import previews, shipped
 
@@ -109,6 +110,13 @@ def text_encoder_on_device(pipeline):
 def check_interrupt() -> None:
     """Raises ComfyUI's interrupt exception when the user pressed Cancel."""
     mm.throw_exception_if_processing_interrupted()
+
+
+def run_options() -> RunOptions:
+    """How a search runs inside ComfyUI: Cancel is honoured inside long decodes and scoring, not only between
+    scales, and a search whose memory estimate does not fit first asks ComfyUI to unload its own models, and
+    is refused only if it still does not fit."""
+    return RunOptions(should_stop=check_interrupt, make_room=make_room)
 
 
 # ---- progress and websocket events ---------------------------------------------------------------------
