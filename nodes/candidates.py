@@ -108,7 +108,8 @@ class TTSVARStep(io.ComfyNode):
         # KV-cache room only for the scales this node generates: later selections replace the cache
         state = candidates.state.step(until=target, callback=glue.ScaleProgress(node, done, target),
                                       capacity_scales=target)
-        grid = previews.step_grid(state, candidates.vae, candidates.prompts, SELECTION_SIDE, glue.save_thumbnail)
+        grid = previews.step_grid(state, candidates.vae, candidates.prompts, SELECTION_SIDE, glue.save_thumbnail,
+                                  should_stop=glue.check_interrupt)
         return io.NodeOutput(replace(candidates, state=state), ui=glue.send_candidates(node, grid))
 
 
@@ -125,4 +126,4 @@ class TTSVARDecode(io.ComfyNode):
     @classmethod
     def execute(cls, candidates):
         candidates.require_images("decoding")
-        return io.NodeOutput(to_image(candidates.state.decode(candidates.vae)))
+        return io.NodeOutput(to_image(candidates.state.decode(candidates.vae, should_stop=glue.check_interrupt)))

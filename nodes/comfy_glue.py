@@ -145,7 +145,9 @@ class ScaleProgress:
 
 def save_thumbnail(image: torch.Tensor) -> dict:
     """Saves a candidate's thumbnail into ComfyUI's temp folder (emptied at every server start) and returns
-    the reference the page loads it by, as PreviewImage does for its images."""
+    the reference the page loads it by, as PreviewImage does for its images. Cancel is honoured between
+    thumbnails, as between decode chunks."""
+    check_interrupt()
     folder = os.path.join(folder_paths.get_temp_directory(), THUMBNAIL_SUBFOLDER)
     os.makedirs(folder, exist_ok=True)
     filename = f"{uuid.uuid4().hex}.png"

@@ -116,3 +116,13 @@ def model_folder(pack, monkeypatch, tmp_path):
         return folder
 
     return register
+
+
+@pytest.fixture(scope="session")
+def pipeline(pack, tmp_path_factory):
+    """(the tiny model loaded by the pack's own core, as the loader node loads it; 'a red cat' encoded)."""
+    from ttsvar_core.testing.tiny_models import write_tiny_models
+    files = write_tiny_models(tmp_path_factory.mktemp("tiny"))
+    pipe = pack.core.model.pipeline.InfinityPipeline.load(files["infinity_safetensors"], files["vae_safetensors"],
+                                                          files["t5"], device="cpu")
+    return pipe, pipe.encode(["a red cat"])

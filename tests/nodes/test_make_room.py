@@ -5,18 +5,8 @@ import types
 import pytest
 import torch
 
-from ttsvar_core.testing.tiny_models import write_tiny_models
-
 SCALES = ((1, 1), (2, 2), (3, 3), (4, 4), (4, 4))
 CPU = torch.device("cpu")
-
-
-@pytest.fixture(scope="module")
-def pipeline(pack, tmp_path_factory):
-    files = write_tiny_models(tmp_path_factory.mktemp("tiny"))
-    pipe = pack.core.model.pipeline.InfinityPipeline.load(files["infinity_safetensors"], files["vae_safetensors"],
-                                                          files["t5"], device="cpu")
-    return pipe, pipe.encode(["a red cat"])
 
 
 @pytest.fixture
