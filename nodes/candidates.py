@@ -29,7 +29,8 @@ def start_state(model, conditioning, scales, params, candidates: int, seed: int,
     """N fresh candidates, after the checks a search makes: until later nodes select, they are plain sampling
     of N, so that request is what gets checked."""
     plain = preset("raw", n=candidates, num_scales=len(scales))
-    SearchRequest(conditioning, scales, params, plain, seed=seed).check_inputs(model.model, model.vae)
+    SearchRequest(conditioning, scales, params, plain, seed=seed,
+                  options=glue.run_options()).check_inputs(model.model, model.vae)
     return SearchState.start(model.model, conditioning.features, list(conditioning.lens), scales, params,
                              candidates, seed=seed, negative=conditioning.negative, capacity_scales=capacity_scales)
 
@@ -107,7 +108,8 @@ class TTSVARStep(io.ComfyNode):
         # KV-cache room only for the scales this node generates: later selections replace the cache
         state = candidates.state.step(until=target, callback=glue.ScaleProgress(node, done, target),
                                       capacity_scales=target)
-        grid = previews.step_grid(state, candidates.vae, candidates.prompts, SELECTION_SIDE, glue.save_thumbnail)
+        grid = previews.step_grid(state, candidates.vae, candidates.prompts, SELECTION_SIDE, glue.save_thumbnail,
+                                  should_stop=glue.check_interrupt)
         return io.NodeOutput(replace(candidates, state=state), ui=glue.send_candidates(node, grid))
 
 
@@ -124,4 +126,4 @@ class TTSVARDecode(io.ComfyNode):
     @classmethod
     def execute(cls, candidates):
         candidates.require_images("decoding")
-        return io.NodeOutput(to_image(candidates.state.decode(candidates.vae)))
+        return io.NodeOutput(to_image(candidates.state.decode(candidates.vae, should_stop=glue.check_interrupt)))

@@ -21,6 +21,7 @@ import folder_paths
 import torch
 from server import PromptServer
 
+from ..ttsvar_core.engine import RunOptions
 from ..ttsvar_core.model.files import INDEX_FILES
 from . import previews, shipped
 
@@ -111,6 +112,13 @@ def check_interrupt() -> None:
     mm.throw_exception_if_processing_interrupted()
 
 
+def run_options() -> RunOptions:
+    """How a search runs inside ComfyUI: Cancel is honoured inside long decodes and scoring, not only between
+    scales, and a search whose memory estimate does not fit first asks ComfyUI to unload its own models, and
+    is refused only if it still does not fit."""
+    return RunOptions(should_stop=check_interrupt, make_room=make_room)
+
+
 # ---- progress and websocket events ---------------------------------------------------------------------
 def send_event(node: str, event: str, data: dict) -> None:
     """Sends an event about `node` to the client that queued the prompt. The prompt id is the server's
@@ -137,7 +145,9 @@ class ScaleProgress:
 
 def save_thumbnail(image: torch.Tensor) -> dict:
     """Saves a candidate's thumbnail into ComfyUI's temp folder (emptied at every server start) and returns
-    the reference the page loads it by, as PreviewImage does for its images."""
+    the reference the page loads it by, as PreviewImage does for its images. Cancel is honoured between
+    thumbnails, as between decode chunks."""
+    check_interrupt()
     folder = os.path.join(folder_paths.get_temp_directory(), THUMBNAIL_SUBFOLDER)
     os.makedirs(folder, exist_ok=True)
     filename = f"{uuid.uuid4().hex}.png"
@@ -186,12 +196,24 @@ def list_models(folder_name: str, files: bool = True, folders: bool = True) -> l
     return sorted(name for name in entries if _belongs_here(folder_name, name))
 
 
+def _climbs_out(name: str) -> bool:
+    """Whether an entry name leads out of its model folder by its spelling: an absolute path or a '..' part.
+    Only the name is judged: links inside the folder are followed (see _locate)."""
+    parts = name.replace("\\", "/").split("/")
+    return os.path.isabs(name) or name.startswith(("/", "\\")) or ".." in parts or os.path.normpath(name) == "."
+
+
 def _locate(folder_name: str, name: str) -> tuple[str, str] | None:
-    """(search path, full path) of the first search path of the model folder that holds the entry."""
+    """(search path, full path) of the first search path of the model folder that holds the entry.
+
+    Links are followed, as ComfyUI's own loaders (folder_paths.get_full_path) do: one download shared between
+    installs is usually a link in each model folder, and the lists show it. What is refused is a name that
+    climbs out of the folder ('..', an absolute path): the lists never offer one."""
+    if _climbs_out(name):
+        return None
     for base in folder_paths.get_folder_paths(folder_name):
-        candidate = os.path.realpath(os.path.join(base, name))
-        inside = candidate.startswith(os.path.realpath(base) + os.sep)
-        if inside and os.path.exists(candidate):
+        candidate = os.path.join(base, name)
+        if os.path.exists(candidate):
             return base, candidate
     return None
 
@@ -203,11 +225,21 @@ def _belongs_here(folder_name: str, name: str) -> bool:
 
 
 def resolve_model(folder_name: str, name: str, what: str) -> str:
-    """Full path of an entry of list_models; a clear error when it is not there (renamed, deleted, or typed)."""
+    """Full path of an entry of list_models; a clear error when it is not there (renamed, deleted, typed, a
+    broken link, or a name outside the model folder)."""
     found = _locate(folder_name, name)
     if found is not None:
         return found[1]
-    searched = ", ".join(folder_paths.get_folder_paths(folder_name)) or "(no folder registered)"
+    if _climbs_out(name):
+        raise FileNotFoundError(f"{what} {name!r} is not a name inside models/{folder_name}: names with '..' or an "
+                                "absolute path are refused; put the file (or a link to it) into the folder and "
+                                "choose it from the list")
+    bases = folder_paths.get_folder_paths(folder_name)
+    broken = next((os.path.join(b, name) for b in bases if os.path.islink(os.path.join(b, name))), None)
+    if broken is not None:
+        raise FileNotFoundError(f"{what} {name!r} is a link to {os.readlink(broken)}, which does not exist: "
+                                f"point the link {broken} at the file again, or replace it with the file")
+    searched = ", ".join(bases) or "(no folder registered)"
     raise FileNotFoundError(f"{what} {name!r} was not found in models/{folder_name} (searched: {searched}). "
                             "Put the file there and press R in ComfyUI to refresh the lists.")
 

@@ -97,7 +97,8 @@ class TTSVARStartFromImage(io.ComfyNode):
         state = state.forced(encode_images(model.vae, picture, state.geometry)[:to_scale + 1])
         size = f"{scales[-1][1] * model.pixels_per_token}x{scales[-1][0] * model.pixels_per_token}"
         note = f"{width}x{height} image as {template} at {size}: scales 0 to {to_scale} from it"
-        grid = previews.image_grid(state, model.vae, conditioning.texts, note, SELECTION_SIDE, glue.save_thumbnail)
+        grid = previews.image_grid(state, model.vae, conditioning.texts, note, SELECTION_SIDE, glue.save_thumbnail,
+                                   should_stop=glue.check_interrupt)
         return io.NodeOutput(Candidates(state, model, conditioning.texts),
                              ui=glue.send_candidates(cls.hidden.unique_id, grid))
 

@@ -72,10 +72,11 @@ def _entry(state, i: int, status: str, copies: int, score) -> dict:
             "copies": copies, "score": None if score is None else _score(score)}
 
 
-def step_grid(state, vae, prompts, side, save) -> dict:
+def step_grid(state, vae, prompts, side, save, should_stop=None) -> dict:
     """The live candidates after stepping, with the reward of this scale where one was recorded.
-    `side`: decode size limit; the selection that may follow decodes at the same size and reuses it."""
-    images = state.decode(vae, max_side=side)
+    `side`: decode size limit; the selection that may follow decodes at the same size and reuses it.
+    `should_stop()` runs before every decode chunk and raises to cancel (this decode is the grid's own)."""
+    images = state.decode(vae, max_side=side, should_stop=should_stop)
     scores = state.scores[:, state.scale - 1]
     entries = [_entry(state, i, "live", 1, scores[i]) for i in range(state.num_candidates)]
     return _grid("step", state, images, prompts, entries, "", save)
@@ -119,10 +120,10 @@ def chosen_grid(stage: str, before, vae, prompts, chosen, note: str, side, save)
     return _grid(stage, before, images, prompts, entries, note, save)
 
 
-def image_grid(state, vae, prompts, note: str, side, save) -> dict:
+def image_grid(state, vae, prompts, note: str, side, save, should_stop=None) -> dict:
     """Candidates started from an image: until they are stepped they are all the image's first scales, so
-    one decode and one thumbnail serve every cell."""
-    first = state.select([0], capacity_scales=state.scale).decode(vae, max_side=side)
+    one decode and one thumbnail serve every cell. `should_stop` as in step_grid."""
+    first = state.select([0], capacity_scales=state.scale).decode(vae, max_side=side, should_stop=should_stop)
     shared = save(first[0])
     entries = [_entry(state, i, "live", 1, None) for i in range(state.num_candidates)]
     return _grid("image", state, first.expand(state.num_candidates, -1, -1, -1), prompts, entries, note,

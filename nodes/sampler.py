@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from ..ttsvar_core.engine import (FinalScores, RunOptions, ScaleDone, Scorers, SearchDone, SearchRequest,
-                                  SelectionDone, run_search)
+from ..ttsvar_core.engine import (FinalScores, ScaleDone, Scorers, SearchDone, SearchRequest, SelectionDone,
+                                  run_search)
 from . import comfy_glue as glue
 from . import previews
 from .options import CATEGORY, aspect_ratio_input, image_schedule, sampling, sampling_inputs
@@ -77,9 +77,7 @@ class TTSVARSampler(io.ComfyNode):
                              "Extractor node to the features input")
         scales = image_schedule(model, aspect_ratio, schedule.pixel_budget, schedule.custom_scales)
         request = SearchRequest(conditioning, scales, sampling(cfg, tau, top_k, top_p), schedule.batch, seed=seed,
-                                scorers=Scorers(reward, features),
-                                # Cancel also inside long decodes and scoring, not only between scales
-                                options=RunOptions(should_stop=glue.check_interrupt))
+                                scorers=Scorers(reward, features), options=glue.run_options())
         events = SamplerEvents(cls.hidden.unique_id, model.vae, list(conditioning.texts), len(scales))
         glue.check_interrupt()
         with glue.scorer_on_device(reward), glue.scorer_on_device(features):

@@ -81,3 +81,33 @@ def test_candidate_counts_are_bounded_in_the_engine(tiny, prompts):
         schedule_for("tts-var", 33, 13)
     with pytest.raises(ValueError, match="at most 256"):
         SearchState.start(model, feats, lens, SCHEDULE, SamplingParams(), 257)
+
+
+def test_a_search_that_does_not_fit_first_asks_the_host_to_make_room(tiny, prompts, monkeypatch):
+    """make_room (ComfyUI unloading its own models) is asked for the estimate on the device that falls short;
+    the search runs when that freed enough, and is refused, after one request, when it did not."""
+    model, vae = tiny
+    estimate = estimate_search_memory(model, vae, request(prompts, "raw", 2))[CPU].total
+    free = {"bytes": estimate // 2}
+    monkeypatch.setattr(memory, "available_memory", lambda device: free["bytes"])
+    asked = []
+
+    def make_room(num_bytes, device):
+        asked.append((num_bytes, device))
+        free["bytes"] += freed
+
+    freed = estimate
+    result = run_search(model, vae, request(prompts, "raw", 2, make_room=make_room))
+    assert asked == [(estimate, CPU)]
+    assert len(result.images) == 4
+
+    asked.clear()
+    free["bytes"], freed = estimate // 2, 0
+    with pytest.raises(NotEnoughMemory, match="needs about"):
+        run_search(model, vae, request(prompts, "raw", 2, make_room=make_room))
+    assert asked == [(estimate, CPU)]
+
+    asked.clear()
+    free["bytes"] = 2 * estimate  # fits: the host is not disturbed
+    run_search(model, vae, request(prompts, "raw", 2, make_room=make_room))
+    assert asked == []

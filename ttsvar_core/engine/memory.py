@@ -202,10 +202,16 @@ def available_memory(device: torch.device) -> int | None:
 
 
 def check_memory(model, vae, request) -> dict[torch.device, Peak]:
-    """Raises NotEnoughMemory when a device cannot hold the search's peak; returns the estimate."""
+    """Raises NotEnoughMemory when a device cannot hold the search's peak; returns the estimate. Where the
+    request's options give make_room, the host is asked to free memory on a device that falls short, and the
+    device is looked at again before the search is refused."""
     peaks = estimate_search_memory(model, vae, request)
+    make_room = request.options.make_room
     for device, peak in peaks.items():
         available = available_memory(device)
+        if make_room is not None and available is not None and peak.total > available:
+            make_room(peak.total, device)
+            available = available_memory(device)
         if available is None or peak.total <= available:
             continue
         parts = ", ".join(f"{name} {gb(size)}" for name, size in sorted(peak.parts.items(), key=lambda p: -p[1])

@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
+import torch
+
 from ..model.sampling import SamplingParams
 from ..model.text import Prompts, check_text
 from ..model.schedules import validate_schedule
@@ -34,6 +36,9 @@ class RunOptions:
     shared_generator: bool = False   # one generator for all candidates, as the reference (parity runs)
     # cancellation: called before every scale, decode chunk and scorer batch; it raises to stop the run
     should_stop: Callable[[], None] | None = None
+    # make_room(bytes, device): asks the host to free memory it holds on a device (ComfyUI unloads its own
+    # models); called when the memory estimate does not fit, before the search is refused
+    make_room: Callable[[int, torch.device], None] | None = None
 
 
 @dataclass(frozen=True, eq=False)

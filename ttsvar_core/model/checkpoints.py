@@ -18,7 +18,7 @@ import torch
 from safetensors import safe_open
 
 from .config import PAIRING_HINT, PRESETS, VAE_PRESETS, InfinityConfig, VAEConfig
-from .files import INDEX_FILES, holds_code
+from .files import INDEX_FILES, holds_code, leaves_folder, shard_outside
 from .infinity import Infinity
 from .vae import BSQVAE
 
@@ -69,6 +69,11 @@ class TensorSource:
         except (json.JSONDecodeError, KeyError) as e:
             raise CheckpointError(f"{index} is not a valid shard index ({e})") from e
         for key, shard in weight_map.items():
+            if not isinstance(shard, str):
+                raise CheckpointError(f"{index} is not a valid shard index (the entry of {key} is {shard!r}, not a "
+                                      "file name); copy the checkpoint folder again from its source")
+            if leaves_folder(shard):
+                raise CheckpointError(shard_outside(self.path, index, shard))
             shard_path = self.path / shard
             if not shard_path.exists():
                 raise CheckpointError(f"shard {shard} named in {index.name} is missing from {self.path}")

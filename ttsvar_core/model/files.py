@@ -1,6 +1,7 @@
 """The files we read: the Hugging Face layouts' names (sharded checkpoints, model folders), in one place, and
 the rule that loaded weights never stay backed by their file."""
-from pathlib import Path
+import json
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import torch
 
@@ -8,6 +9,39 @@ import torch
 INDEX_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 # the weights of a Hugging Face model folder: one file, or an index and its shards
 HF_WEIGHT_FILES = ("model.safetensors", INDEX_FILES[0], "pytorch_model.bin", INDEX_FILES[1])
+
+
+def leaves_folder(name: str) -> bool:
+    """Whether a file name written in a shard index leads out of the index's folder: an absolute path or a
+    '..' part. Only the name is judged, not where links lead: a shard that is a link to a shared download
+    stays loadable, as ComfyUI's own loaders follow links."""
+    posix = PurePosixPath(name.replace("\\", "/"))
+    return posix.is_absolute() or ".." in posix.parts or bool(PureWindowsPath(name).drive)
+
+
+def shard_outside(folder: Path, index: Path, shard: str) -> str:
+    """What to say about an index entry naming a file outside its folder. An index is data downloaded with the
+    weights; it must not make a loader read arbitrary files of the machine."""
+    return (f"{index.name} in {folder} names the shard {shard!r}, which lies outside that folder: a shard index may "
+            "only name files in its own folder (link a shared file into the folder instead); copy the model folder "
+            "again from its source")
+
+
+def check_shard_index(folder: Path) -> str | None:
+    """For a Hugging Face folder that transformers will load: the problem with its shard index (an entry outside
+    the folder), or None. A damaged index is left to transformers, which names it."""
+    for name in INDEX_FILES:
+        index = folder / name
+        if not index.exists():
+            continue
+        try:
+            shards = set(json.loads(index.read_text())["weight_map"].values())
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return None
+        outside = sorted(s for s in shards if isinstance(s, str) and leaves_folder(s))
+        if outside:
+            return shard_outside(folder, index, outside[0])
+    return None
 
 
 def holds_code(error: Exception) -> bool:

@@ -18,7 +18,7 @@ import torch
 from .checkpoints import CONFIG_METADATA_KEY, CheckpointError, TensorSource, describe_keys, mismatch_report
 from .dtypes import parse_dtype
 from .files import HF_WEIGHT_FILES as WEIGHT_FILES
-from .files import INDEX_FILES, in_process_memory, unreadable_weights
+from .files import INDEX_FILES, check_shard_index, in_process_memory, unreadable_weights
 
 TOKENIZER_FILES = ("tokenizer.json", "spiece.model")
 # T5EncoderModel ties the encoder's token embedding to `shared`: a single file stores the matrix once
@@ -54,6 +54,9 @@ def check_folder(folder: Path, *, own_tokenizer: bool = True) -> dict:
         check_tokenizer_folder(folder)
     if not any((folder / f).exists() for f in WEIGHT_FILES):
         raise TextEncoderError(f"{folder} has no weights ({' / '.join(WEIGHT_FILES)})")
+    problem = check_shard_index(folder)
+    if problem:
+        raise TextEncoderError(problem)
     return config
 
 

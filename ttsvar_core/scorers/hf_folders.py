@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from ..model.files import HF_WEIGHT_FILES as WEIGHT_FILES
-from ..model.files import unreadable_weights
+from ..model.files import check_shard_index, unreadable_weights
 from .checkpoints import require_folder
 from .errors import ModelFileNotFoundError, WrongFileError
 from .images import center_crop, resize_exact, resize_shorter_side, to_normalized_tensor
@@ -48,6 +48,9 @@ def model_folder(path, model_types: Sequence[str], expected: str, folder_hint: s
             f"{folder} has config.json but no weights ({' or '.join(WEIGHT_FILES[::2])}); "
             f"copy the complete {expected} folder into {folder_hint}."
         )
+    problem = check_shard_index(folder)
+    if problem:
+        raise WrongFileError(problem)
     return folder, config
 
 
