@@ -69,6 +69,7 @@ class TTSVARStart(io.ComfyNode):
     def execute(cls, model, conditioning, aspect_ratio, pixel_budget, seed, cfg, tau, top_k, top_p, candidates,
                 custom_scales=""):
         scales = image_schedule(model, aspect_ratio, pixel_budget, parse_scales(custom_scales))
+        glue.ready(model)
         # no KV-cache room yet: each Step node allocates room for exactly the scales it generates
         state = start_state(model, conditioning, scales, sampling(cfg, tau, top_k, top_p), candidates, seed,
                             capacity_scales=1)
@@ -105,6 +106,7 @@ class TTSVARStep(io.ComfyNode):
                              f"{total - 1}; choose a scale from {done} to {total - 1} (or -1 for all)")
         node = cls.hidden.unique_id
         glue.check_interrupt()
+        glue.ready(candidates.pipeline)
         # KV-cache room only for the scales this node generates: later selections replace the cache
         state = candidates.state.step(until=target, callback=glue.ScaleProgress(node, done, target),
                                       capacity_scales=target)
@@ -126,4 +128,5 @@ class TTSVARDecode(io.ComfyNode):
     @classmethod
     def execute(cls, candidates):
         candidates.require_images("decoding")
+        glue.ready(candidates.pipeline)
         return io.NodeOutput(to_image(candidates.state.decode(candidates.vae, should_stop=glue.check_interrupt)))

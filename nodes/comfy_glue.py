@@ -14,8 +14,10 @@ from __future__ import annotations
 import os
 import uuid
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import comfy.model_management as mm
+import comfy.model_patcher
 import comfy.utils
 import folder_paths
 import torch
@@ -23,6 +25,7 @@ from server import PromptServer
 
 from ..ttsvar_core.engine import RunOptions
 from ..ttsvar_core.model.files import INDEX_FILES
+from ..ttsvar_core.model.pipeline import InfinityPipeline
 from . import previews, shipped
 
 CANDIDATES_EVENT = "ttsvar.candidates"
@@ -105,6 +108,60 @@ def text_encoder_on_device(pipeline):
     finally:
         encoder.to(offload_device())
         mm.soft_empty_cache()
+
+
+# ---- ComfyUI's model management -----------------------------------------------------------------------------
+class InfinityWeights(torch.nn.Module):
+    """The modules of a pipeline that ComfyUI's ModelPatcher moves, as one module. A plain container: the
+    patcher records where it put a model in a `device` attribute, which our modules expose as a read-only
+    property. (The class name is what ComfyUI's log prints when it loads the model.)"""
+
+    def __init__(self, parts: list[torch.nn.Module]):
+        super().__init__()
+        self.parts = torch.nn.ModuleList(parts)
+
+
+@dataclass(frozen=True, eq=False)
+class ManagedPipeline:
+    """An InfinityPipeline known to ComfyUI's memory manager. Its transformer and VAE are one ModelPatcher:
+    ComfyUI moves them to the offload device when another model needs the GPU (or the user frees memory),
+    and `ready` brings them back before one of our nodes computes. When ComfyUI drops the loader's output,
+    the patcher goes with it and ComfyUI forgets the model. Everything else reads through to the pipeline
+    (model, vae, text_encoder, schedule, encode)."""
+
+    pipeline: InfinityPipeline
+    patcher: object
+
+    def __getattr__(self, name):
+        # only called for names the dataclass lacks; the guard keeps copy/pickle (which look up dunders on a
+        # half-built object) from recursing
+        if name.startswith("__") or name in ("pipeline", "patcher"):
+            raise AttributeError(name)
+        return getattr(self.pipeline, name)
+
+
+def manage(pipeline: InfinityPipeline, streamed: bool = False) -> ManagedPipeline:
+    """Registers a pipeline just loaded onto the compute device with ComfyUI's memory manager. Streamed
+    blocks are left out: they live in CPU memory and visit the device one at a time (offload.stream_blocks),
+    so moving them with the rest would put the whole transformer on the device at once."""
+    model = pipeline.model
+    parts = [c for name, c in model.named_children() if name != "block_chunks"] if streamed else [model]
+    weights = InfinityWeights(parts + [pipeline.vae])
+    size = module_bytes(weights)
+    # the weights are already on the compute device: say so before the patcher reads these two attributes,
+    # so that the first `ready` neither evicts other models for room we hold nor moves anything
+    weights.device, weights.model_loaded_weight_memory = compute_device(), size
+    patcher = comfy.model_patcher.ModelPatcher(weights, load_device=compute_device(),
+                                               offload_device=offload_device(), size=size)
+    return ManagedPipeline(pipeline, patcher)
+
+
+def ready(model: ManagedPipeline, memory_required: int = 0) -> ManagedPipeline:
+    """Puts the model's weights on the compute device through ComfyUI, which first evicts other models until
+    the weights and `memory_required` more (the run's caches and decodes) fit. A full load: our modules do
+    not compute from weights left on the CPU, which ComfyUI's partial loads assume."""
+    mm.load_models_gpu([model.patcher], memory_required=memory_required, force_full_load=True)
+    return model
 
 
 def check_interrupt() -> None:

@@ -91,6 +91,7 @@ class TTSVARStartFromImage(io.ComfyNode):
         problem = image_scale_problem(to_scale, len(scales))
         if problem:
             raise ValueError(problem)
+        glue.ready(model)
         # room for the forced scales only: each Step node allocates room for the scales it generates
         state = start_state(model, conditioning, scales, sampling(cfg, tau, top_k, top_p), candidates, seed,
                             capacity_scales=to_scale + 1)

@@ -118,7 +118,7 @@ class TTSVARModelLoader(io.ComfyNode):
                                          dtype=glue.auto_dtype(dtype, device),
                                          weight_storage=WEIGHT_STORAGE[weight_storage], stream=stream)
         pipeline.text_encoder.to(glue.offload_device())  # T5 visits the GPU only while encoding
-        return io.NodeOutput(pipeline)
+        return io.NodeOutput(glue.manage(pipeline, streamed=stream))
 
 
 class TTSVARRewardLoader(io.ComfyNode):

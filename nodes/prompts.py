@@ -33,4 +33,5 @@ class TTSVARTextEncode(io.ComfyNode):
     def execute(cls, model, prompt, negative_prompt):
         with glue.text_encoder_on_device(model):
             prompts = model.encode([prompt], negative_prompt.strip() or None)
-        return io.NodeOutput(prompts.to(model.model.device))
+        # the compute device, not the transformer's: ComfyUI may have moved the transformer off it for now
+        return io.NodeOutput(prompts.to(glue.compute_device()))

@@ -80,6 +80,7 @@ class TTSVARSampler(io.ComfyNode):
                                 scorers=Scorers(reward, features), options=glue.run_options())
         events = SamplerEvents(cls.hidden.unique_id, model.vae, list(conditioning.texts), len(scales))
         glue.check_interrupt()
+        glue.ready(model)
         with glue.scorer_on_device(reward), glue.scorer_on_device(features):
             result = run_search(model.model, model.vae, request, events)
         final = Candidates(result.state, model, conditioning.texts)

@@ -28,6 +28,7 @@ def select(node: str, stage: str, candidates: Candidates, scorer, selection) -> 
     candidate at 1024 px."""
     candidates.require_images({"cluster": "clustering", "resample": "resampling"}[stage])
     glue.check_interrupt()
+    glue.ready(candidates.pipeline)
     with glue.scorer_on_device(scorer):
         state, record = selection(candidates.state)
     grid = previews.selection_grid(stage, candidates.state, candidates.vae, candidates.prompts, record,
@@ -120,6 +121,7 @@ class TTSVARPickBest(io.ComfyNode):
                              "scales: add a TTS-VAR Step node with to_scale -1 before picking")
         if reward is None and PICK_MODES[mode] != "none":
             raise ValueError(f"mode {mode!r} scores the finalists: connect a reward model, or choose 'first'")
+        glue.ready(candidates.pipeline)
         with glue.scorer_on_device(reward):
             state, picks, record = final_pick(candidates.state, candidates.vae, reward, list(candidates.prompts),
                                               PICK_MODES[mode], lam, should_stop=glue.check_interrupt)

@@ -59,6 +59,7 @@ class TTSVARKeep(io.ComfyNode):
         if missing:
             raise ValueError(f"keep: there is no candidate {', '.join(f'#{i}' for i in missing)}; these candidates "
                              f"are #0 to #{state.num_candidates - 1}: name only those (or click them in the grid)")
+        glue.ready(candidates.pipeline)
         # no room to grow, as after clustering: the next Step allocates what it generates
         chosen = state.select(kept, capacity_scales=state.scale)
         grid = previews.chosen_grid("keep", state, candidates.vae, candidates.prompts, kept,
@@ -98,6 +99,7 @@ class TTSVARVary(io.ComfyNode):
         if to_scale >= candidates.num_scales - 1:
             raise ValueError(f"to_scale {to_scale}: the new candidates must have a scale left to draw, and these "
                              f"have scales 0 to {candidates.num_scales - 1}; choose at most {candidates.num_scales - 2}")
+        glue.ready(candidates.pipeline)
         varied = state.varied(candidate, to_scale, copies, seed, capacity_scales=to_scale + 1)
         grid = previews.chosen_grid("vary", state, candidates.vae, candidates.prompts, [candidate] * copies,
                                     f"{copies} new from scale {to_scale} of #{candidate}", SELECTION_SIDE,

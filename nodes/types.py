@@ -11,10 +11,9 @@ import torch
 from comfy_api.latest import io
 
 from ..ttsvar_core.engine import BatchSchedule, FinalScores, SearchState
-from ..ttsvar_core.model.pipeline import InfinityPipeline
 
 # Socket types. The names after io.Custom are what workflows store on links: never rename them.
-MODEL = io.Custom("TTSVAR_MODEL")                 # InfinityPipeline: transformer + VAE + T5 text encoder
+MODEL = io.Custom("TTSVAR_MODEL")                 # comfy_glue.ManagedPipeline: transformer + VAE + T5 text encoder
 CONDITIONING = io.Custom("TTSVAR_CONDITIONING")   # ttsvar_core.engine.Prompts
 STATE = io.Custom("TTSVAR_STATE")                 # Candidates
 SCHEDULE = io.Custom("TTSVAR_SCHEDULE")           # SearchSchedule
@@ -83,7 +82,7 @@ class Candidates:
     (the pipeline for its VAE, and the prompt texts rewards score against)."""
 
     state: SearchState
-    pipeline: InfinityPipeline
+    pipeline: object  # comfy_glue.ManagedPipeline (its VAE decodes; `ready` puts it back on the device)
     prompts: tuple[str, ...]
 
     @property

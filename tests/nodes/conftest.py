@@ -33,6 +33,7 @@ class FakeModelManagement(types.ModuleType):
     def __init__(self):
         super().__init__("comfy.model_management")
         self.freed: list[tuple[int, torch.device]] = []
+        self.loaded: list[tuple[object, int]] = []   # (patcher, memory_required) of each load_models_gpu
 
     def get_torch_device(self):
         return torch.device("cpu")
@@ -46,6 +47,10 @@ class FakeModelManagement(types.ModuleType):
     def free_memory(self, memory_required, device, keep_loaded=()):
         self.freed.append((memory_required, torch.device(device)))
 
+    def load_models_gpu(self, models, memory_required=0, force_full_load=False, **_):
+        assert force_full_load, "our modules compute only from weights fully on the device"
+        self.loaded.extend((m, memory_required) for m in models)
+
     def minimum_inference_memory(self):
         return 1024
 
@@ -57,6 +62,14 @@ class FakeModelManagement(types.ModuleType):
 
     def module_size(self, module):
         return sum(t.numel() * t.element_size() for t in module.state_dict().values())
+
+
+class FakeModelPatcher:
+    """comfy.model_patcher.ModelPatcher as far as the glue builds one (the real module imports ComfyUI's whole
+    model code, which needs the real model_management)."""
+
+    def __init__(self, model, load_device, offload_device, size=0):
+        self.model, self.load_device, self.offload_device, self.size = model, load_device, offload_device, size
 
 
 class FakeServer:
@@ -87,8 +100,12 @@ def pack():
     server = types.ModuleType("server")
     server.PromptServer = types.SimpleNamespace(instance=FakeServer())
     sys.modules["server"] = server
+    patcher = types.ModuleType("comfy.model_patcher")
+    patcher.ModelPatcher = FakeModelPatcher
+    sys.modules["comfy.model_patcher"] = patcher
     import comfy as comfy_package
     comfy_package.model_management = mm
+    comfy_package.model_patcher = patcher
     package = types.ModuleType(PACKAGE)
     package.__path__ = [str(ROOT)]  # its modules, without running the root __init__.py
     sys.modules[PACKAGE] = package
@@ -120,9 +137,10 @@ def model_folder(pack, monkeypatch, tmp_path):
 
 @pytest.fixture(scope="session")
 def pipeline(pack, tmp_path_factory):
-    """(the tiny model loaded by the pack's own core, as the loader node loads it; 'a red cat' encoded)."""
+    """(the tiny model loaded by the pack's own core and registered with the (stand-in) memory manager, as the
+    loader node does it; 'a red cat' encoded)."""
     from ttsvar_core.testing.tiny_models import write_tiny_models
     files = write_tiny_models(tmp_path_factory.mktemp("tiny"))
     pipe = pack.core.model.pipeline.InfinityPipeline.load(files["infinity_safetensors"], files["vae_safetensors"],
                                                           files["t5"], device="cpu")
-    return pipe, pipe.encode(["a red cat"])
+    return pack.nodes.comfy_glue.manage(pipe), pipe.encode(["a red cat"])
