@@ -76,3 +76,18 @@ def test_sampling_defaults_follow_the_release():
         assert (params.cfg, params.tau) == (3.0, tau)
     given = SamplingParams.for_model(PRESETS["infinity_8b"], cfg=4.0, tau=(0.5, 0.7), top_p=0.9)
     assert (given.cfg, given.tau, given.top_p) == (4.0, (0.5, 0.7), 0.9)
+
+
+def test_scale_grid_decodes_with_a_floor():
+    """A floor lifts the early scales' tiny decodes to at least its side; later scales keep their grid, and the
+    cap still bounds them. A floor needs the scale-grid resolution."""
+    image_schedule = [(1, 1), (2, 2), (4, 4), (8, 8), (16, 16)]
+    sides = lambda policy: [policy.side_at(si, image_schedule, 4) for si in range(5)]  # noqa: E731
+    assert sides(DecodePolicy(48, "scale")) == [4, 8, 16, 32, 48]
+    assert sides(DecodePolicy(48, "scale", floor=16)) == [16, 16, 16, 32, 48]
+    assert sides(DecodePolicy(None, "scale", floor=16)) == [16, 16, 16, 32, 64]
+    assert DecodePolicy(48, "scale", floor=16).label == "each scale's token grid (at least 16 px, at most 48 px)"
+    schedule = BatchSchedule().decoding(DecodePolicy(448, "scale", floor=224))
+    assert schedule.decode_policy == DecodePolicy(448, "scale", floor=224)
+    with pytest.raises(ValueError, match="selection_floor"):
+        BatchSchedule(selection_floor=224).validate(13)

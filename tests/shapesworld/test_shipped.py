@@ -106,11 +106,11 @@ def test_evaluate_keeps_selection_resolutions_apart(tmp_path):
     args = ["evaluate", "--prompts", "test", "--limit", "2", "--n", "1", "--chunk", "2", "--strategies", "tts-var",
             "--out", str(tmp_path), "--threads", "1"]
     run_cli(*args)
-    run_cli(*args, "--selection-resolution", "scale")
+    run_cli(*args, "--selection-decode", "grid")
     lines = [json.loads(line) for line in (tmp_path / "journal-rank0.jsonl").read_text().splitlines()]
     assert len(lines) == 2 and len({line["key"] for line in lines}) == 2
     config = json.loads((tmp_path / "results.json").read_text())["config"]
-    assert config["selection_resolution"] == "scale" and config["chunks_done"] == 1
+    assert config["selection_decode"] == "grid" and config["chunks_done"] == 1
 
 
 def test_shipped_model_draws_what_prompts_ask_often_but_not_always(shipped):

@@ -31,11 +31,16 @@ class DecodePolicy:
 
     side: int | None = None
     resolution: str = "fixed"
+    # "scale" only: never decode below this side (px). The early scales' grids are a few cells, mostly
+    # border to the decoder; a floor keeps those decodes at a size the scorers can read.
+    floor: int | None = None
 
     def side_at(self, si: int, image_schedule, pixels_per_token: int) -> int | None:
         """Image side (px) at which a selection after scale `si` decodes (None: full size)."""
         if self.resolution == "scale":
             side = max(image_schedule[si]) * pixels_per_token
+            if self.floor is not None:
+                side = max(side, self.floor)
             return side if self.side is None else min(side, self.side)
         return self.side
 
@@ -53,7 +58,9 @@ class DecodePolicy:
         if named is not None:
             return named
         if self.resolution == "scale":
-            return "each scale's token grid" + ("" if self.side is None else f" (at most {self.side} px)")
+            bounds = [f"at least {self.floor} px"] if self.floor is not None else []
+            bounds += [f"at most {self.side} px"] if self.side is not None else []
+            return "each scale's token grid" + (f" ({', '.join(bounds)})" if bounds else "")
         return "full size" if self.side is None else f"{self.side} px"
 
 
@@ -123,6 +130,7 @@ class BatchSchedule:
     # selection decodes: see DecodePolicy (the default is the paper's full size)
     selection_side: int | None = None
     selection_resolution: str = "fixed"
+    selection_floor: int | None = None
     origin: str | None = None                # the preset it was built from (describe() names the changes)
 
     @property
@@ -135,11 +143,12 @@ class BatchSchedule:
 
     @property
     def decode_policy(self) -> DecodePolicy:
-        return DecodePolicy(self.selection_side, self.selection_resolution)
+        return DecodePolicy(self.selection_side, self.selection_resolution, self.selection_floor)
 
     def decoding(self, policy: DecodePolicy) -> "BatchSchedule":
         """This schedule with its selections decoding by `policy` (e.g. DECODE_CHOICES["448px"])."""
-        return replace(self, selection_side=policy.side, selection_resolution=policy.resolution)
+        return replace(self, selection_side=policy.side, selection_resolution=policy.resolution,
+                       selection_floor=policy.floor)
 
     def needs(self) -> tuple[bool, bool]:
         """(needs a reward model, needs a feature extractor)"""
@@ -222,6 +231,9 @@ class BatchSchedule:
             raise ValueError(f"unknown feature mode {self.feature_mode!r}; choose one of {FEATURE_MODES}")
         if self.selection_side is not None and self.selection_side < 16:
             raise ValueError(f"selection_side must be at least 16 px (or None for full size), got {self.selection_side}")
+        if self.selection_floor is not None and (self.selection_resolution != "scale" or self.selection_floor < 16):
+            raise ValueError(f"selection_floor ({self.selection_floor}) bounds the scale-grid decodes from below: "
+                             "give at least 16 px with selection_resolution 'scale', or None")
         if self.selection_resolution not in SELECTION_RESOLUTIONS:
             raise ValueError(f"unknown selection_resolution {self.selection_resolution!r}; choose one of "
                              f"{SELECTION_RESOLUTIONS}")

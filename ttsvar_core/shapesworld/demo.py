@@ -64,12 +64,14 @@ def load_shipped(folder=ASSETS, device="cpu", model=None, vae=None, text_encoder
 
 
 def run_strategy(shipped: Shipped, prompts: list[str], strategy: str, n: int, seed: int, params=None,
-                 selection_resolution: str = "fixed"):
-    """One run_search call over all prompts; returns the engine's SearchResult and its wall time."""
+                 decode=None):
+    """One run_search call over all prompts; returns the engine's SearchResult and its wall time. `decode`: how
+    selections decode (a DecodePolicy; default: the shipped setting, every selection at its selection_side)."""
     from ..engine import Scorers, SearchRequest, run_search, schedule_for
+    from ..engine.schedule import DecodePolicy
 
-    batch = schedule_for(strategy, n, len(shipped.schedule), selection_side=shipped.settings["selection_side"],
-                         selection_resolution=selection_resolution)
+    decode = decode or DecodePolicy(shipped.settings["selection_side"])
+    batch = schedule_for(strategy, n, len(shipped.schedule)).decoding(decode).validate(len(shipped.schedule))
     request = SearchRequest(shipped.pipe.encode(list(prompts)), tuple(shipped.schedule),
                             params or shipped.params(), batch, seed=seed,
                             scorers=Scorers(shipped.reward, shipped.extractor))

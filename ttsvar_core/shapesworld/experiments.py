@@ -134,8 +134,7 @@ def item_records(shipped, chunk: list[Item], result, picks, strategy: str, n: in
     return records
 
 
-def run_chunk(shipped, chunk: list[Item], chunk_id: int, runs, seed: int,
-              selection_resolution: str = "fixed") -> list[dict]:
+def run_chunk(shipped, chunk: list[Item], chunk_id: int, runs, seed: int, decode: str = "shipped") -> list[dict]:
     """All requested (strategy, N) of one chunk; "is" reuses the Best-of-N run of its N."""
     from .demo import run_strategy
     from ..engine import schedule_for
@@ -149,12 +148,27 @@ def run_chunk(shipped, chunk: list[Item], chunk_id: int, runs, seed: int,
     records = []
     for engine_strategy, n, wanted in runs:
         result, seconds = run_strategy(shipped, texts, engine_strategy, n, run_seed,
-                                       selection_resolution=selection_resolution)
+                                       decode=evaluation_decode(decode, shipped.settings["selection_side"]))
         passes = token_passes(result.trace, shipped.schedule, guided)
         for strategy in wanted:
             picks = importance_picks(result, run_seed, lam) if strategy == "is" else result.picks
             records += item_records(shipped, chunk, result, picks, strategy, n, seed, seconds, passes)
     return records
+
+
+EVALUATION_DECODES = ("shipped", "full", "grid", "grid-floor16")
+
+
+def evaluation_decode(name: str, shipped_side: int | None):
+    """The DecodePolicy of an --selection-decode choice. ShapesWorld's 64 px images stand for Infinity's 1024 px:
+    the shipped 32 px plays the part of 448 px, and a 16 px floor that of a 224 px one (the scorers' view)."""
+    from ..engine.schedule import DecodePolicy
+
+    policies = {"shipped": DecodePolicy(shipped_side), "full": DecodePolicy(None),
+                "grid": DecodePolicy(shipped_side, "scale"), "grid-floor16": DecodePolicy(shipped_side, "scale", 16)}
+    if name not in policies:
+        raise ValueError(f"unknown selection decode {name!r}; choose one of {EVALUATION_DECODES}")
+    return policies[name]
 
 
 def plan_runs(strategies, ns) -> list[tuple[str, int, tuple[str, ...]]]:
@@ -331,7 +345,7 @@ def run_key(args) -> str:
     """What a journal line must match to be reused: the prompt set, chunking, strategies, N, model and the
     selection decode."""
     return json.dumps([args.prompts, args.limit, args.chunk, sorted(args.strategies), list(args.n),
-                       str(Path(args.assets).resolve()), args.selection_resolution])
+                       str(Path(args.assets).resolve()), args.selection_decode])
 
 
 def read_journal(out: Path, key: str) -> dict[tuple[int, int], list[dict]]:
@@ -370,7 +384,7 @@ def work(rank: int, world: int, args) -> None:
             for seed in range(args.seeds):
                 if (chunk_id, seed) in done:
                     continue
-                records = run_chunk(shipped, chunks[chunk_id], chunk_id, runs, seed, args.selection_resolution)
+                records = run_chunk(shipped, chunks[chunk_id], chunk_id, runs, seed, args.selection_decode)
                 journal.write(json.dumps(dict(key=key, chunk=chunk_id, seed=seed, records=records)) + "\n")
                 journal.flush()
             if args.verbose:
@@ -402,7 +416,7 @@ def finish(args) -> None:
     total = -(-len(eval_items(args.prompts, args.limit)) // args.chunk) * args.seeds
     config = dict(command=args.command_line, prompts=args.prompts, limit=args.limit, strategies=list(args.strategies),
                   n=list(args.n), seeds=args.seeds, chunk=args.chunk, procs=args.procs, assets=str(args.assets),
-                  selection_resolution=args.selection_resolution,
+                  selection_decode=args.selection_decode,
                   chunks_done=len(done), chunks_total=total)
     written = write_outputs(Path(args.out), config, records)
     print(written["table"])
@@ -411,8 +425,6 @@ def finish(args) -> None:
 
 def add_evaluate_parser(sub):
     from .demo import ASSETS
-    from ..engine.schedule import SELECTION_RESOLUTIONS
-
     p = sub.add_parser("evaluate", help="accuracy of plain / IS / Best-of-N / TTS-VAR on ShapesWorld test prompts")
     p.add_argument("--prompts", choices=("geneval", "test"), default="geneval",
                    help="geneval: 553 test items in GenEval's category mix; test: the 432 held-out prompts")
@@ -424,8 +436,10 @@ def add_evaluate_parser(sub):
     p.add_argument("--procs", type=int, default=1, help="processes (torch.distributed, gloo on CPU, NCCL on GPU)")
     p.add_argument("--threads", type=int, default=None, help="torch threads per process")
     p.add_argument("--assets", default=str(ASSETS))
-    p.add_argument("--selection-resolution", choices=SELECTION_RESOLUTIONS, default="fixed",
-                   help="fixed: selections decode at the shipped selection side; scale: at each scale's token grid")
+    p.add_argument("--selection-decode", choices=EVALUATION_DECODES, default="shipped",
+                   help="how selections decode: shipped: at the shipped selection_side (32 px); full: full size "
+                        "(64 px); grid: at each scale's token grid (at most the shipped side); grid-floor16: the "
+                        "same, never below 16 px")
     p.add_argument("--out", required=True)
     p.add_argument("--verbose", action="store_true")
     p.add_argument("--summarize", action="store_true",
