@@ -1,4 +1,4 @@
-"""Command line: `python -m ttsvar_core {generate,make-tiny,convert-t5,demo,evaluate}`.
+"""Command line: `python -m ttsvar_core {generate,make-tiny,convert-t5,demo,evaluate,compare}`.
 
 A user's mistake (a wrong value, a missing or unreadable file, too little memory) ends with one line saying
 what is wrong and how to fix it, and exit status 1; a traceback means a bug, or was asked for with --debug.
@@ -23,11 +23,12 @@ def main(argv=None) -> int:
     tiny.add_argument("--seed", type=int, default=0)
     from .cli import add_convert_t5_parser, add_generate_parser
     from .shapesworld.demo import add_demo_parser
-    from .shapesworld.experiments import add_evaluate_parser
+    from .shapesworld.experiments import add_compare_parser, add_evaluate_parser
     add_generate_parser(sub)
     add_convert_t5_parser(sub)
     add_demo_parser(sub)
     add_evaluate_parser(sub)
+    add_compare_parser(sub)
     for command in sub.choices.values():
         command.add_argument("--debug", action="store_true", help="show the full traceback of any error")
     args = ap.parse_args(argv)

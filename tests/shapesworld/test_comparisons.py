@@ -35,3 +35,26 @@ def test_the_headline_pairs_are_compared():
     assert (("tts-var", 2), ("bon", 8)) in pairs and (("tts-var", 8), ("tts-var", 4)) in pairs
     assert (("tts-var", 2), ("bon", 2)) in pairs and (("bon", 2), ("raw", 1)) in pairs
     assert all(a in keys and b in keys for a, b in pairs)
+
+
+def test_compare_runs_pairs_two_runs_item_by_item(tmp_path):
+    """Two runs of the same prompts and seeds: A is right on 3 of 4 items where B is right on 1, and A's
+    rewards are 0.1 higher on each; the table says so, and the time ratio."""
+    import json
+
+    from ttsvar_core.shapesworld.experiments import compare_runs
+
+    def run(name, correct, reward, seconds):
+        records = [dict(strategy="tts-var", n=2, item=i, seed=0, category="position", correct=c, reward=reward + i,
+                        seconds=seconds) for i, c in enumerate(correct)]
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "results.json").write_text(json.dumps(dict(config=dict(selection_decode=name), records=records)))
+        return folder
+
+    base = run("full", [True, False, False, False], 0.5, 2.0)
+    other = run("grid", [True, True, True, False], 0.6, 1.0)
+    table = compare_runs([base, other])
+    row = next(line for line in table.splitlines() if line.startswith("| grid"))
+    assert "| grid | tts-var | 2 | 4 | +0.500" in row and "| 2 | 0 |" in row
+    assert "+0.1000 [+0.1000, +0.1000]" in row and row.endswith("| 0.50 |")

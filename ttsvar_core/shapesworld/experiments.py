@@ -340,6 +340,59 @@ def write_outputs(out: Path, config: dict, records: list[dict]) -> dict:
     return dict(rows=rows, table=table)
 
 
+# ---- comparing finished runs (same prompts and seeds, one setting changed) -----------------------------------
+def paired_reward_difference(ra: dict, rb: dict, resamples: int = 4000, seed: int = 0) -> dict:
+    """Mean reward of A's picks minus B's over the shared (item, seed) keys, with a 95% paired bootstrap."""
+    shared = sorted(set(ra) & set(rb))
+    d = np.array([ra[k] - rb[k] for k in shared])
+    boot = d[np.random.default_rng(seed).integers(0, len(d), size=(resamples, len(d)))].mean(axis=1)
+    low, high = np.quantile(boot, [0.025, 0.975])
+    return dict(diff=float(d.mean()), ci=(float(low), float(high)))
+
+
+def compare_runs(folders: list[Path], baseline: int = 0) -> str:
+    """Markdown: every run's records against the baseline run's, per (strategy, N) both hold: accuracy
+    (paired_comparison), picked reward (paired bootstrap) and seconds per prompt. Runs are named by the
+    setting they differ in (their --selection-decode), and must cover the same prompts and seeds."""
+    runs = []
+    for folder in folders:
+        data = json.loads((Path(folder) / "results.json").read_text())
+        runs.append((data["config"].get("selection_decode", Path(folder).name), data["records"]))
+    base_name, base_records = runs[baseline]
+    lines = [f"Against `{base_name}` (A = the run named, B = `{base_name}`; same prompts and seeds):", "",
+             "| run | strategy | N | pairs | accuracy A - B [95% paired bootstrap CI] | only A | only B | McNemar p "
+             "| reward A - B [95% CI] | s/prompt A / B |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, records in runs:
+        if name == base_name:
+            continue
+        keys = sorted({(r["strategy"], r["n"]) for r in records} & {(r["strategy"], r["n"]) for r in base_records})
+        for strategy, n in keys:
+            mine = [dict(r, strategy="A") for r in records if (r["strategy"], r["n"]) == (strategy, n)]
+            theirs = [dict(r, strategy="B") for r in base_records if (r["strategy"], r["n"]) == (strategy, n)]
+            acc = paired_comparison(mine + theirs, ("A", n), ("B", n))
+            rewards = [{(r["item"], r["seed"]): r["reward"] for r in part} for part in (mine, theirs)]
+            reward = paired_reward_difference(*rewards)
+            seconds = [np.mean([r["seconds"] for r in part]) for part in (mine, theirs)]
+            lines.append(f"| {name} | {strategy} | {n} | {acc['pairs']} | {acc['diff']:+.3f} [{acc['ci'][0]:+.3f}, "
+                         f"{acc['ci'][1]:+.3f}] | {acc['only_a']} | {acc['only_b']} | {acc['mcnemar_p']:.3g} | "
+                         f"{reward['diff']:+.4f} [{reward['ci'][0]:+.4f}, {reward['ci'][1]:+.4f}] | "
+                         f"{seconds[0] / seconds[1]:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def add_compare_parser(sub):
+    p = sub.add_parser("compare", help="paired comparison of finished ShapesWorld evaluate runs that differ in "
+                                       "one setting (e.g. --selection-decode)")
+    p.add_argument("runs", nargs="+", help="evaluate output folders; the first is the baseline")
+    p.set_defaults(func=run_compare)
+    return p
+
+
+def run_compare(args) -> int:
+    print(compare_runs([Path(r) for r in args.runs]))
+    return 0
+
+
 # ---- processes -------------------------------------------------------------------------------------------
 def run_key(args) -> str:
     """What a journal line must match to be reused: the prompt set, chunking, strategies, N, model and the
