@@ -353,11 +353,13 @@ def paired_reward_difference(ra: dict, rb: dict, resamples: int = 4000, seed: in
 def compare_runs(folders: list[Path], baseline: int = 0) -> str:
     """Markdown: every run's records against the baseline run's, per (strategy, N) both hold: accuracy
     (paired_comparison), picked reward (paired bootstrap) and seconds per prompt. Runs are named by the
-    setting they differ in (their --selection-decode), and must cover the same prompts and seeds."""
-    runs = []
-    for folder in folders:
-        data = json.loads((Path(folder) / "results.json").read_text())
-        runs.append((data["config"].get("selection_decode", Path(folder).name), data["records"]))
+    setting they differ in (their --selection-decode; their folder names when that is the same, e.g. two
+    models), and must cover the same prompts and seeds."""
+    loaded = [json.loads((Path(folder) / "results.json").read_text()) for folder in folders]
+    names = [data["config"].get("selection_decode") for data in loaded]
+    if len(set(names)) < len(names):
+        names = [Path(folder).name for folder in folders]
+    runs = [(name, data["records"]) for name, data in zip(names, loaded)]
     base_name, base_records = runs[baseline]
     lines = [f"Against `{base_name}` (A = the run named, B = `{base_name}`; same prompts and seeds):", "",
              "| run | strategy | N | pairs | accuracy A - B [95% paired bootstrap CI] | only A | only B | McNemar p "
