@@ -66,9 +66,9 @@ class DecodePolicy:
 
 # The named ways selections decode (CLI --selection-decode, the Batch Schedule node's selection_decode) and
 # what each was measured to cost, quoted where the user chooses. "paper" is the default and the decode of
-# every paper preset: nothing measured shows a smaller decode selecting as well, and the one measurement of
-# decode size against selection quality (ShapesWorld: token-grid decodes against fixed 32 px ones) found the
-# smaller decodes selecting worse. The faster choices are opt-in.
+# every paper preset. On ShapesWorld (paired, docs/shapesworld_results.md) half-size decodes, the analog of
+# 448px, selected without a significant loss and token-grid decodes lost reward; 448px on the real scorers is
+# not measured, so the faster choices stay opt-in.
 DECODE_CHOICES = {
     "paper": DecodePolicy(None, "fixed"),
     "448px": DecodePolicy(FAST_SELECTION_SIDE, "fixed"),
@@ -81,13 +81,13 @@ DECODE_EFFECTS = {
              "token-pass prediction, 60% of it in selections (benchmarks/README.md).",
     "448px": "every selection decodes at 448 px (the scorers look at 224 px): 37.7 TFLOP of decodes per N for "
              "Infinity-2B at 1024 px, a fifth of full size; on an H200 selections took 20-29% of TTS-VAR's "
-             "time (benchmarks/README.md). Its effect on which candidates win is not measured.",
+             "time (benchmarks/README.md). Its ShapesWorld analog (half-size decodes) lost no significant "
+             "reward against full size (-0.015, 95% CI [-0.031, +0.002]; docs/shapesworld_results.md).",
     "scale-grid": "each selection decodes at its scale's token grid (one latent cell per token, at most 448 px): "
                   "8.6 TFLOP of decodes per N for Infinity-2B at 1024 px; on the CPU benchmark 2.99 s instead of "
                   "6.66 s at N = 2 (0.96x the token-pass prediction). It selects worse: on ShapesWorld the picked "
-                  "reward drops by 0.034 +- 0.010 (N = 2) and 0.032 +- 0.008 (N = 4) against fixed-side decodes, "
-                  "for 16% less time "
-                  "(docs/shapesworld_results.md).",
+                  "reward drops by 0.051 (95% CI 0.034-0.068) against full-size decodes at N = 2, and by 0.042 "
+                  "with a floor of a quarter of the image side (docs/shapesworld_results.md).",
 }
 
 
