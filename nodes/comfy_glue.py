@@ -147,12 +147,12 @@ def manage(pipeline: InfinityPipeline, streamed: bool = False) -> ManagedPipelin
     model = pipeline.model
     parts = [c for name, c in model.named_children() if name != "block_chunks"] if streamed else [model]
     weights = InfinityWeights(parts + [pipeline.vae])
-    size = module_bytes(weights)
+    size, device = module_bytes(weights), compute_device()
     # the weights are already on the compute device: say so before the patcher reads these two attributes,
     # so that the first `ready` neither evicts other models for room we hold nor moves anything
-    weights.device, weights.model_loaded_weight_memory = compute_device(), size
-    patcher = comfy.model_patcher.ModelPatcher(weights, load_device=compute_device(),
-                                               offload_device=offload_device(), size=size)
+    weights.device, weights.model_loaded_weight_memory = device, size
+    patcher = comfy.model_patcher.ModelPatcher(weights, load_device=device, offload_device=offload_device(),
+                                               size=size)
     return ManagedPipeline(pipeline, patcher)
 
 
