@@ -15,6 +15,8 @@ reads it), and loader nodes list the model files they name with their official p
 "models" property the frontend's missing-models dialog reads), see properties().
 """
 
+from ttsvar_core.shapesworld.demo import ASSETS, read_settings
+
 PROMPT = "a photo of a red fox sitting in fresh snow in a pine forest, golden hour light"
 NEGATIVE = ""
 MIN_WIDTH = 340  # room for the node titles and file names
@@ -31,14 +33,15 @@ SMALL_REWARD = {"kind": "clip", "file": "tiny-clip", "dtype": "fp32"}
 SMALL_FEATURES = {"kind": "dinov2", "file": "tiny_dinov2_reg4.pth", "dtype": "fp32"}
 SMALL_SCALES = "1x1,2x2,4x4,6x6,8x8"  # 128 px in five scales: a whole search in seconds on a CPU
 # The ShapesWorld model that ships with the pack (nodes/shipped.py lists it in the loaders), with the
-# settings of its sampling.json: cfg 3, tau 0.5, top-k 900, top-p 0.97, 0.06M (64 px, 7 scales), selections
-# decoding at 32 px. Its small CLIP is the reward and (its image tower) the feature extractor.
+# settings of its sampling.json (read here, so the template follows the shipped model): cfg 3, tau 1, top-k 900,
+# top-p 0.97, 0.06M (64 px, 7 scales), selections decoding at 32 px. Its small CLIP is the reward and (its image tower) the feature extractor.
 SHIPPED_MODEL = {"model": "shapesworld/shapesworld_infinity.safetensors",
                  "vae": "shapesworld/shapesworld_vae.safetensors", "text_encoder": "shapesworld/t5", "dtype": "fp32"}
 SHIPPED_REWARD = {"kind": "clip", "file": "shapesworld/clip", "dtype": "fp32"}
 SHIPPED_FEATURES = {"kind": "clip-vision", "file": "shapesworld/clip", "dtype": "fp32"}
 # A prompt and seed the shipped model draws right (the ShapesWorld evaluator says so; test_templates.py
 # checks it in the browser): found by trying prompts and seeds with the demo's code.
+SHIPPED_SAMPLING = {key: read_settings(ASSETS)[key] for key in ("cfg", "tau", "top_k", "top_p")}
 FIRST_PROMPT = "a blue square"
 FIRST_SEED = 3
 
@@ -77,9 +80,9 @@ NOTE_FIRST = ("Your first image: on a CPU, in seconds, with nothing to download.
               "The model is ShapesWorld, a small Infinity model that ships with the pack: 64 px pictures of "
               "circles, squares, triangles, stars, diamonds and crosses in red, green, blue, yellow, purple and "
               "cyan, one to four of them, side by side or above each other (\"two triangles\", \"a red circle "
-              "to the left of a blue star\"). Alone it draws what a prompt asks about one time in four on "
-              "prompts like those it learned from, less often on new ones: the search finds the right picture "
-              "more often.\n\n"
+              "to the left of a blue star\"). Alone it draws what a prompt asks about three times in ten on "
+              "prompts like those it learned from, one time in ten on new ones: the search finds the right "
+              "picture more often.\n\n"
               "The Sampler shows the search as it runs: 8 candidates; clustering keeps 6, then 4 different "
               "layouts; reward resampling draws 2, then 1; the final pick with its reward. The scores also "
               "leave the Sampler (chosen_scores, scores_json: shown on the right).\n\n"
@@ -113,9 +116,9 @@ def _loaders(model, reward, features, note, y_note=660, prompt=PROMPT):
     ]
 
 
-def _sampler_widgets(seed=42):
-    return {"aspect_ratio": "1:1", "seed": seed, "control_after_generate": FIXED, "cfg": 3.0, "tau": 0.5,
-            "top_k": 900, "top_p": 0.97}
+def _sampler_widgets(seed=42, cfg=3.0, tau=0.5, top_k=900, top_p=0.97):
+    return {"aspect_ratio": "1:1", "seed": seed, "control_after_generate": FIXED, "cfg": cfg, "tau": tau,
+            "top_k": top_k, "top_p": top_p}
 
 
 def _schedule_widgets(preset, n=1, pixel_budget="1M", custom_scales="", selection_decode="448 px"):
@@ -159,10 +162,11 @@ def node_by_node_2b():
     return _workflow(nodes, links)
 
 
-def _one_sampler(model, reward, features, note, schedule, prompt=PROMPT, seed=42, extra_nodes=(), extra_links=()):
+def _one_sampler(model, reward, features, note, schedule, prompt=PROMPT, sampler=None, extra_nodes=(),
+                 extra_links=()):
     nodes = _loaders(model, reward, features, note, prompt=prompt) + [
         {"id": 5, "type": "TTSVAR_BatchSchedule", "pos": [400, 300], "widgets": schedule},
-        {"id": 6, "type": "TTSVAR_Sampler", "pos": [840, 40], "widgets": _sampler_widgets(seed)},
+        {"id": 6, "type": "TTSVAR_Sampler", "pos": [840, 40], "widgets": sampler or _sampler_widgets()},
         {"id": 7, "type": "SaveImage", "pos": [1280, 40], "size": [420, 460],
          "widgets": {"filename_prefix": "ttsvar"}},
         *extra_nodes,
@@ -182,7 +186,8 @@ def small_model_cpu():
     return _one_sampler(SHIPPED_MODEL, SHIPPED_REWARD, SHIPPED_FEATURES, NOTE_FIRST,
                         _schedule_widgets("TTS-VAR paper (2B)", pixel_budget="0.06M",
                                           selection_decode="32 px (ShapesWorld)"),
-                        prompt=FIRST_PROMPT, seed=FIRST_SEED, extra_nodes=[scores],
+                        prompt=FIRST_PROMPT, sampler=_sampler_widgets(FIRST_SEED, **SHIPPED_SAMPLING),
+                        extra_nodes=[scores],
                         extra_links=[(6, 4, 8, "source")])
 
 

@@ -58,3 +58,38 @@ def test_compare_runs_pairs_two_runs_item_by_item(tmp_path):
     row = next(line for line in table.splitlines() if line.startswith("| grid"))
     assert "| grid | tts-var | 2 | 4 | +0.500" in row and "| 2 | 0 |" in row
     assert "+0.1000 [+0.1000, +0.1000]" in row and row.endswith("| 0.50 |")
+
+
+def test_merge_joins_runs_of_other_strategies_and_refuses_mixed_settings(tmp_path):
+    """A plain run and a later TTS-VAR run of the same prompts become one evaluation with their paired
+    comparison; runs of another decode, unfinished runs and overlapping runs are refused with the reason."""
+    import json
+
+    import pytest
+
+    from ttsvar_core.shapesworld.experiments import merge_runs
+
+    def run(name, strategy, n, correct, decode="shipped", done=1):
+        records = [dict(strategy=strategy, n=n, item=i, seed=0, category="colors", correct=c, reward=0.5, oracle=c,
+                        diversity=float("nan"), token_passes=10, seconds=1.0) for i, c in enumerate(correct)]
+        config = dict(command=f"evaluate {name}", prompts="test", limit=None, chunk=8, assets="A",
+                      selection_decode=decode, chunks_done=done, chunks_total=1)
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "results.json").write_text(json.dumps(dict(config=config, records=records)))
+        return folder
+
+    raw = run("raw", "raw", 1, [False, False, True, False])
+    search = run("search", "tts-var", 2, [True, True, True, False])
+    merged = merge_runs([raw, search], tmp_path / "all")
+    assert [(row["strategy"], row["n"]) for row in merged["rows"]] == [("raw", 1), ("tts-var", 2)]
+    data = json.loads((tmp_path / "all" / "results.json").read_text())
+    pair = next(c for c in data["comparisons"] if c["a"] == ["tts-var", 2] and c["b"] == ["raw", 1])
+    assert (pair["only_a"], pair["only_b"], pair["pairs"]) == (2, 0, 4)
+    assert data["config"]["merged"] == ["evaluate raw", "evaluate search"]
+    with pytest.raises(SystemExit, match="differ in selection_decode"):
+        merge_runs([raw, run("grid", "bon", 2, [True] * 4, decode="grid")], tmp_path / "x")
+    with pytest.raises(SystemExit, match="unfinished"):
+        merge_runs([raw, run("half", "bon", 4, [True] * 4, done=0)], tmp_path / "y")
+    with pytest.raises(SystemExit, match="again"):
+        merge_runs([raw, run("again", "raw", 1, [True] * 4)], tmp_path / "z")

@@ -382,16 +382,54 @@ def compare_runs(folders: list[Path], baseline: int = 0) -> str:
     return "\n".join(lines) + "\n"
 
 
+def merge_runs(folders: list[Path], out: Path) -> dict:
+    """One evaluation from finished runs of the same model, prompts and selection decode that measured
+    different strategies or N (e.g. N = 8 run later): their records together, with the summary, the paired
+    comparisons between them and the plot written to `out` as evaluate writes them."""
+    loaded = [json.loads((Path(folder) / "results.json").read_text()) for folder in folders]
+    for field in ("prompts", "limit", "chunk", "assets", "selection_decode"):
+        values = {json.dumps(data["config"].get(field)) for data in loaded}
+        if len(values) > 1:
+            raise SystemExit(f"cannot merge runs that differ in {field} ({', '.join(sorted(values))}): "
+                             "use compare without --merge to pair runs of different settings")
+    records, seen = [], set()
+    for folder, data in zip(folders, loaded):
+        # a merged folder has no chunk counts: its parts were finished
+        if data["config"].get("chunks_done", 0) < data["config"].get("chunks_total", 0):
+            raise SystemExit(f"{folder} is unfinished ({data['config']['chunks_done']} of "
+                             f"{data['config']['chunks_total']} chunks): rerun its command to finish it first")
+        for r in data["records"]:
+            key = (r["strategy"], r["n"], r["item"], r["seed"])
+            if key in seen:
+                raise SystemExit(f"{folder} measures {r['strategy']} at N = {r['n']} again: merge runs of "
+                                 "different strategies or N only")
+            seen.add(key)
+            records.append(r)
+    shared = {field: loaded[0]["config"].get(field) for field in ("prompts", "limit", "chunk", "assets",
+                                                                  "selection_decode")}
+    # seeds and processes may differ between the runs: each run's own command says them
+    config = dict(shared, command=f"python -m ttsvar_core compare --merge {out} " + " ".join(map(str, folders)),
+                  merged=[data["config"]["command"] for data in loaded],
+                  strategies=sorted({r["strategy"] for r in records}), n=sorted({r["n"] for r in records}))
+    return write_outputs(Path(out), config, records)
+
+
 def add_compare_parser(sub):
     p = sub.add_parser("compare", help="paired comparison of finished ShapesWorld evaluate runs that differ in "
-                                       "one setting (e.g. --selection-decode)")
+                                       "one setting (e.g. --selection-decode), or with --merge their union")
     p.add_argument("runs", nargs="+", help="evaluate output folders; the first is the baseline")
+    p.add_argument("--merge", metavar="OUT", default=None,
+                   help="instead: write the runs' records as one evaluation to OUT (same model, prompts and "
+                        "decode; different strategies or N), with the paired comparisons between them")
     p.set_defaults(func=run_compare)
     return p
 
 
 def run_compare(args) -> int:
-    print(compare_runs([Path(r) for r in args.runs]))
+    if args.merge:
+        print(merge_runs([Path(r) for r in args.runs], Path(args.merge))["table"])
+    else:
+        print(compare_runs([Path(r) for r in args.runs]))
     return 0
 
 
