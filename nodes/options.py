@@ -87,7 +87,8 @@ def sampling_inputs() -> list[io.Input]:
                                "as the released models; higher sticks to the words more but looks harsher"),
         io.Float.Input("tau", default=0.5, min=0.01, max=5.0, step=0.01,
                        tooltip="temperature: lower gives cleaner, safer images, higher more varied and riskier "
-                               "ones; 0.5 as Infinity-2B's release, 1.0 as Infinity-8B's and the shipped ShapesWorld model"),
+                               "ones; 0.5 as Infinity-2B's release, 1.0 as Infinity-8B's and the shipped "
+                               "ShapesWorld model"),
         io.Int.Input("top_k", default=900, min=0, max=100000,
                      tooltip="Infinity draws every bit of its codes from two values, so any k of 2 or more leaves "
                              "the draw as it is (900 as the released models) and 1 always takes the likelier "
