@@ -69,6 +69,22 @@ def test_hard_negatives_change_exactly_one_fact():
         assert negative.category == prompt.category and negative.key != prompt.key
 
 
+def test_reward_loss_with_image_negatives(tmp_path):
+    """Image-side hard negatives (renders of an edited caption) join each caption's softmax, and the model
+    gets finite gradients through them."""
+    tok, clip = T.build_clip(tmp_path / "clip", seed=0)
+    pairs = T.sample_training_pairs(6, seed=1)
+    without = T.clip_loss(clip, tok, pairs, np.random.default_rng(2), negatives=2)[0]
+    with_images = T.clip_loss(clip, tok, pairs, np.random.default_rng(2), negatives=2, image_negatives=2)[0]
+    assert torch.isfinite(with_images) and not torch.equal(with_images, without)
+    with_images.backward()
+    assert all(torch.isfinite(p.grad).all() for p in clip.parameters() if p.grad is not None)
+    # the reward stage takes them from the command line (--hparams), as the transformer stage does
+    T.main(["reward", "--out", str(tmp_path / "run"), "--steps", "2", "--threads", "1",
+            "--hparams", '{"batch": 4, "image_negatives": 1}'])
+    assert (tmp_path / "run" / T.CLIP_DIR / "model.safetensors").is_file()
+
+
 def test_vae_training_resumes(tmp_path):
     T.train_vae(tmp_path, seed=0, steps=2, minutes=None, batch=2)
     first = torch.load(tmp_path / "vae.ckpt", weights_only=False)

@@ -506,27 +506,36 @@ def clip_embeddings(clip, tok, pixels: torch.Tensor, texts: list[str]):
     return F.normalize(image, dim=-1), F.normalize(text, dim=-1)
 
 
-def clip_loss(clip, tok, pairs, rng, negatives: int):
-    """Symmetric InfoNCE over the batch, plus `negatives` hard negative captions per image on the image side."""
+def clip_loss(clip, tok, pairs, rng, negatives: int, image_negatives: int = 0):
+    """Symmetric InfoNCE over the batch, plus `negatives` hard negative captions per image (does this image
+    show its caption or an edited one?) and `image_negatives` renders of edited captions per caption (which
+    of these images shows the caption?). The second is the question a reward answers during a search: one
+    prompt, several images."""
     prompts = [p for p, _ in pairs]
     hard = [hard_negative(p, rng).text for p in prompts for _ in range(negatives)]
-    image, text = clip_embeddings(clip, tok, clip_pixels([im for _, im in pairs], rng),
+    edited = [hard_negative(p, rng) for p in prompts for _ in range(image_negatives)]
+    # (drawn only when asked for, so that runs without them keep their random stream)
+    renders = ([render_prompt(e, int(s))[0] for e, s in zip(edited, rng.integers(2**31, size=len(edited)))]
+               if edited else [])
+    image, text = clip_embeddings(clip, tok, clip_pixels([im for _, im in pairs] + renders, rng),
                                   [p.text for p in prompts] + hard)
     b = len(pairs)
     scale = clip.logit_scale.exp().clamp(max=100)
+    image, image_negs = image[:b], image[b:].view(b, image_negatives, image.shape[-1])
     own, negs = text[:b], text[b:].view(b, negatives, -1)
     same = torch.tensor([[p.key == q.key for q in prompts] for p in prompts])
     batch_logits = (scale * image @ own.T).masked_fill(same & ~torch.eye(b, dtype=torch.bool), -torch.inf)
     hard_logits = scale * torch.einsum("bc,bkc->bk", image, negs)
+    hard_image_logits = scale * torch.einsum("bc,bkc->bk", own, image_negs)
     labels = torch.arange(b)
     loss_i = F.cross_entropy(torch.cat([batch_logits, hard_logits], 1), labels)
-    loss_t = F.cross_entropy(batch_logits.T, labels)
+    loss_t = F.cross_entropy(torch.cat([batch_logits.T, hard_image_logits], 1), labels)
     hard_acc = (torch.diagonal(batch_logits)[:, None] > hard_logits).float().mean()
     return (loss_i + loss_t) / 2, hard_acc
 
 
 def train_reward(out: Path, seed: int, steps: int, minutes: float | None, batch: int = 48, lr: float = 1e-3,
-                 negatives: int = 3, until: int | None = None) -> Path:
+                 negatives: int = 3, image_negatives: int = 0, until: int | None = None) -> Path:
     run = Run(out, "reward", minutes, until)
     folder = out / CLIP_DIR
     tok, clip = build_clip(folder, seed)
@@ -546,7 +555,7 @@ def train_reward(out: Path, seed: int, steps: int, minutes: float | None, batch:
             group["lr"] = cosine_lr(step, steps, lr, 50)
         data_seed = step_seed(seed, 2, step)
         pairs = sample_training_pairs(batch, data_seed)
-        loss, hard_acc = clip_loss(clip, tok, pairs, np.random.default_rng(data_seed), negatives)
+        loss, hard_acc = clip_loss(clip, tok, pairs, np.random.default_rng(data_seed), negatives, image_negatives)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -681,7 +690,8 @@ def main(argv=None) -> int:
     ap.add_argument("--fit-minutes", type=float, default=None,
                     help="transformer stage: shorten the schedule so that the run ends within this time")
     ap.add_argument("--hparams", default=None,
-                    help="transformer stage: JSON of overrides, e.g. '{\"lr\": 2e-3, \"batch\": 48, \"width\": 192}'")
+                    help="transformer or reward stage: JSON of overrides, e.g. '{\"lr\": 2e-3, \"batch\": 48, "
+                         "\"width\": 192}'; reward: batch, lr, negatives, image_negatives")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -696,6 +706,8 @@ def main(argv=None) -> int:
         extra = {}
         if stage == "transformer":
             extra = {"device": args.device, "fit_minutes": args.fit_minutes, **json.loads(args.hparams or "{}")}
+        elif stage == "reward":
+            extra = json.loads(args.hparams or "{}")
         print(f"wrote {STAGES[stage](out, args.seed, steps, args.minutes, until=args.until, **extra)}", flush=True)
     return 0
 
