@@ -83,6 +83,7 @@ def test_merge_joins_runs_of_other_strategies_and_refuses_mixed_settings(tmp_pat
     search = run("search", "tts-var", 2, [True, True, True, False])
     merged = merge_runs([raw, search], tmp_path / "all")
     assert [(row["strategy"], row["n"]) for row in merged["rows"]] == [("raw", 1), ("tts-var", 2)]
+    assert "| raw | 1 | 0.250 " in merged["table"] and "| 1/4 |" in merged["table"] and "| 3/4 |" in merged["table"]
     data = json.loads((tmp_path / "all" / "results.json").read_text())
     pair = next(c for c in data["comparisons"] if c["a"] == ["tts-var", 2] and c["b"] == ["raw", 1])
     assert (pair["only_a"], pair["only_b"], pair["pairs"]) == (2, 0, 4)

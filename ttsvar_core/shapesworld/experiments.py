@@ -273,11 +273,15 @@ def comparisons_table(comparisons: list[dict]) -> str:
 def markdown_table(rows: list[dict]) -> str:
     from .vocab import CATEGORIES
 
-    head = ["strategy", "N", "overall [95% CI]", *CATEGORIES, "oracle", "reward", "diversity",
+    # "items right": every item counted alike (the overall weighs each category alike, so a 2-prompt category
+    # moves it as much as a 200-prompt one)
+    head = ["strategy", "N", "overall [95% CI]", "items right", *CATEGORIES, "oracle", "reward", "diversity",
             "token-passes/prompt", "s/prompt"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        cells = [r["strategy"], str(r["n"]), f"{r['overall']:.3f} [{r['overall_ci'][0]:.3f}, {r['overall_ci'][1]:.3f}]"]
+        right = round(sum(v["acc"] * v["n"] for v in r["categories"].values()))
+        cells = [r["strategy"], str(r["n"]), f"{r['overall']:.3f} [{r['overall_ci'][0]:.3f}, {r['overall_ci'][1]:.3f}]",
+                 f"{right}/{r['items']}"]
         for c in CATEGORIES:
             v = r["categories"].get(c)
             cells.append(f"{v['acc']:.2f} [{v['ci'][0]:.2f}, {v['ci'][1]:.2f}]" if v else "–")
