@@ -81,7 +81,8 @@ class TTSVARModelLoader(io.ComfyNode):
                        tooltip="how the transformer blocks' weights (98% of the model) are kept in memory, "
                                "each layer's weights widened to dtype just before it computes: auto keeps them in "
                                "dtype; fp8_e4m3fn halves bf16's memory (Infinity-2B's blocks take 2.1 GB instead of "
-                               "4.3, 8B's 8.2 instead of 16.4; images change a little); bf16 or fp16 halve fp32's, "
+                               "4.3, 8B's 8.2 instead of 16.4; images change, and on the small ShapesWorld model "
+                               "TTS-VAR got fewer prompts right: see the help page); bf16 or fp16 halve fp32's, "
                                "so they go with dtype fp32 (beside the other 16-bit dtype they save nothing and are "
                                "refused)"),
                 Choice("offload", options=list(OFFLOAD), default="none", optional=True,
