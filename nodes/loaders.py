@@ -19,12 +19,13 @@ from .options import CATEGORY, DTYPE_CHOICES
 from .types import FEATURES, MODEL, REWARD, Choice
 
 NO_FILE = "none"
-# How the transformer blocks' matmul weights are kept, as the widget names them -> the core's weight_storage
-# (fp8_e4m3fn is ComfyUI's own name for that format in its model loaders).
+# How the transformer blocks' (and T5's) matmul weights are kept, as the widget names them -> the core's
+# weight_storage and text_storage (fp8_e4m3fn is ComfyUI's own name for that format in its model loaders).
 WEIGHT_STORAGE = {"auto": None, "bf16": "bf16", "fp16": "fp16", "fp8_e4m3fn": "fp8"}
 # Where the transformer blocks wait between uses -> InfinityPipeline.load's stream.
 OFFLOAD = {"none": False, "stream blocks from CPU memory": True}
-# weight_storage and offload are optional inputs: prompts and workflows saved before they existed still run.
+# weight_storage, offload and text_encoder_storage are optional inputs: prompts and workflows saved before
+# they existed still run.
 
 # Released file names (lower case, split at non-alphanumerics) -> which model they belong to.
 _MODEL_FAMILY = {word: family for family, r in RELEASES.items() for word in r["model_words"]}
@@ -80,7 +81,8 @@ class TTSVARModelLoader(io.ComfyNode):
                        tooltip="how the transformer blocks' weights (98% of the model) are kept in memory, "
                                "each layer's weights widened to dtype just before it computes: auto keeps them in "
                                "dtype; fp8_e4m3fn halves bf16's memory (Infinity-2B's blocks take 2.1 GB instead of "
-                               "4.3, 8B's 8.2 instead of 16.4; images change a little); bf16 or fp16 halve fp32's, "
+                               "4.3, 8B's 8.2 instead of 16.4; images change, and on the small ShapesWorld model "
+                               "TTS-VAR got fewer prompts right: see the help page); bf16 or fp16 halve fp32's, "
                                "so they go with dtype fp32 (beside the other 16-bit dtype they save nothing and are "
                                "refused)"),
                 Choice("offload", options=list(OFFLOAD), default="none", optional=True,
@@ -89,6 +91,13 @@ class TTSVARModelLoader(io.ComfyNode):
                                "the GPU holds one block instead of all (4.3 GB less for Infinity-2B in bf16, 16.4 "
                                "GB less for 8B, half that with fp8_e4m3fn) at the cost of copying every block at "
                                "every scale (slower). No effect on a CPU"),
+                Choice("text_encoder_storage", options=list(WEIGHT_STORAGE), default="auto", optional=True,
+                       tooltip="how the T5 text encoder's weights are kept; it runs once per prompt and waits in "
+                               "CPU memory otherwise. auto: fp16 on a GPU, fp32 on a CPU; bf16 or fp16: T5 "
+                               "computes in that format on a GPU, and on a CPU is kept in it and widened to fp32 "
+                               "layer by layer; fp8_e4m3fn: kept in fp8 and widened layer by layer (flan-t5-xl's "
+                               "encoder takes about 1.3 GB instead of 2.9 in fp16; the prompt's features change "
+                               "a little)"),
             ],
             outputs=[MODEL.Output(display_name="model", tooltip="transformer, VAE and text encoder")],
         )
@@ -104,7 +113,8 @@ class TTSVARModelLoader(io.ComfyNode):
         return "; ".join(problems) if problems else True
 
     @classmethod
-    def execute(cls, model, vae, text_encoder, dtype, weight_storage="auto", offload="none"):
+    def execute(cls, model, vae, text_encoder, dtype, weight_storage="auto", offload="none",
+                text_encoder_storage="auto"):
         device = glue.compute_device()
         paths = (glue.resolve_model("infinity", model, "the Infinity model"),
                  glue.resolve_model("infinity_vae", vae, "the VAE"),
@@ -116,7 +126,8 @@ class TTSVARModelLoader(io.ComfyNode):
         glue.make_room(glue.disk_bytes(*paths[1:2] if stream else paths[:2]), device)
         pipeline = InfinityPipeline.load(*paths, text_tokenizer=tokenizer, device=device,
                                          dtype=glue.auto_dtype(dtype, device),
-                                         weight_storage=WEIGHT_STORAGE[weight_storage], stream=stream)
+                                         weight_storage=WEIGHT_STORAGE[weight_storage], stream=stream,
+                                         text_storage=WEIGHT_STORAGE[text_encoder_storage])
         pipeline.text_encoder.to(glue.offload_device())  # T5 visits the GPU only while encoding
         return io.NodeOutput(glue.manage(pipeline, streamed=stream))
 

@@ -129,6 +129,9 @@ def add_generate_parser(sub):
     p.add_argument("--weight-storage", choices=list(WEIGHT_STORAGE), default=None,
                    help="store the transformer blocks' matmul weights narrower than --dtype, upcast layer by layer: "
                         "fp8 (float8 e4m3fn, half the memory of bf16), or bf16/fp16 under --dtype fp32")
+    p.add_argument("--text-encoder-storage", choices=list(WEIGHT_STORAGE), default=None,
+                   help="store the T5 encoder's block weights narrower than it computes (fp16 on a GPU, fp32 on a "
+                        "CPU), upcast layer by layer: fp8, or bf16/fp16 (on a GPU T5 then computes in that format)")
     p.add_argument("--shared-generator", action="store_true",
                    help="one random generator for all candidates, as the reference code (parity runs)")
     p.add_argument("--trace", default=None, help="write the per-scale trace to this JSON file")
@@ -240,7 +243,8 @@ def run_generate(args) -> int:
     device = args.device
     dtype = args.dtype or ("bf16" if device.type == "cuda" else "fp32")
     pipe = InfinityPipeline.load(args.model, args.vae, args.text_encoder, text_tokenizer=args.text_tokenizer,
-                                 device=device, dtype=dtype, weight_storage=args.weight_storage)
+                                 device=device, dtype=dtype, weight_storage=args.weight_storage,
+                                 text_storage=args.text_encoder_storage)
     batch = batch_schedule_from_args(args, len(schedule), release_of(pipe.model.cfg))
     print(f"batch schedule: {batch.describe()}")
     reward, extractor = load_scorers(args, batch, device)

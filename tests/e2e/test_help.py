@@ -4,8 +4,8 @@ pack's WEB_DIRECTORY, which is web/), and a tooltip on every input."""
 
 PACK = "comfyui-ttsvar"
 # Choices whose tooltip explains every option (the others list files, or the 15 aspect-ratio templates).
-EXPLAINED_CHOICES = {"kind", "dtype", "weight_storage", "offload", "potential", "feature_mode", "mode",
-                     "pixel_budget", "preset", "selection_decode"}
+EXPLAINED_CHOICES = {"kind", "dtype", "weight_storage", "offload", "text_encoder_storage", "potential",
+                     "feature_mode", "mode", "pixel_budget", "preset", "selection_decode"}
 
 
 def pack_nodes(comfy) -> dict:

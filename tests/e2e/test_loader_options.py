@@ -103,6 +103,15 @@ def test_memory_options_are_offered_with_their_explanations(comfy):
     assert optional["weight_storage"][1]["default"] == "auto"
     assert optional["offload"][0] == ["none", "stream blocks from CPU memory"]
     assert optional["offload"][1]["default"] == "none"
+    assert optional["text_encoder_storage"][0] == ["auto", "bf16", "fp16", "fp8_e4m3fn"]
+    assert optional["text_encoder_storage"][1]["default"] == "auto"
+
+
+def test_fp8_text_encoder_storage_runs_a_search_on_the_cpu(comfy, tiny_models):
+    """T5 kept in fp8 encodes the prompt (once, in the Text Encode node) and the search draws its images."""
+    run = comfy.run_prompt(search_graph(next(_seeds), text_encoder_storage="fp8_e4m3fn"))
+    assert run.succeeded, run.error
+    assert len(saved_images(comfy, run)) == 2
 
 
 def test_fp8_storage_with_streamed_blocks_runs_a_search_on_the_cpu(comfy, tiny_models):

@@ -21,7 +21,7 @@ _seeds = itertools.count(1000)
 
 NODES = {
     # id: (required inputs, optional inputs, outputs)
-    "TTSVAR_ModelLoader": (["model", "vae", "text_encoder", "dtype"], ["weight_storage", "offload"],
+    "TTSVAR_ModelLoader": (["model", "vae", "text_encoder", "dtype"], ["weight_storage", "offload", "text_encoder_storage"],
                            ["TTSVAR_MODEL"]),
     "TTSVAR_RewardLoader": (["kind", "file", "dtype"], ["siglip_folder"], ["TTSVAR_REWARD"]),
     "TTSVAR_FeatureLoader": (["kind", "file", "dtype"], [], ["TTSVAR_FEATURES"]),

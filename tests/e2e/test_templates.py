@@ -100,7 +100,7 @@ def test_first_template_draws_a_right_picture_with_the_shipped_model_alone(comfy
     assert loaders == {
         "TTSVAR_ModelLoader": ["shapesworld/shapesworld_infinity.safetensors",
                                "shapesworld/shapesworld_vae.safetensors", "shapesworld/t5", "fp32", "auto",
-                               "none"],
+                               "none", "auto"],
         "TTSVAR_RewardLoader": ["clip", "shapesworld/clip", "fp32", "none"],
         "TTSVAR_FeatureLoader": ["clip-vision", "shapesworld/clip", "fp32"],
     }

@@ -49,6 +49,9 @@ def open_template(page, name: str) -> None:
     dialog.wait_for(state="detached", timeout=30_000)
 
 
+_MISSING = object()
+
+
 def _has_widget(spec) -> bool:
     kind = spec[0]
     return isinstance(kind, list) or kind in _WIDGET_TYPES
@@ -64,7 +67,9 @@ def to_api(workflow: dict, object_info: dict) -> dict:
     """UI-format workflow (what the frontend saves) -> API-format prompt (what POST /prompt takes).
 
     Widget values are matched to inputs in /object_info's input order, as the frontend lays out widgets;
-    a linked input takes its link instead of its widget value."""
+    a linked input takes its link instead of its widget value. An optional input added after the workflow
+    was saved has no value in it: it is left out, so the server gives it its default, as the frontend does
+    for such a widget."""
     links = {link[0]: (str(link[1]), link[2]) for link in workflow.get("links", [])}
     prompt = {}
     for node in workflow["nodes"]:
@@ -82,7 +87,11 @@ def to_api(workflow: dict, object_info: dict) -> dict:
         for name in order:
             spec = specs_by_name[name]
             if _has_widget(spec):
-                value = next(values)
+                value = next(values, _MISSING)
+                if value is _MISSING:
+                    if name not in info["input"].get("optional", {}):
+                        raise ValueError(f"node {node['id']} ({kind}) has no value for its widget {name}")
+                    continue
                 if _has_control_widget(name, spec):
                     next(values)
                 inputs[name] = value

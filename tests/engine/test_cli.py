@@ -251,3 +251,6 @@ def test_help_of_every_command(command, capsys):
     assert out.startswith("usage:")
     if command == "generate":
         assert "--weight-storage {bf16,fp16,fp8}" in out and "60% of it in" in out
+        assert "--text-encoder-storage {bf16,fp16,fp8}" in out
+    if command == "evaluate":
+        assert "--weight-storage {bf16,fp16,fp8}" in out and "--save-images" in out

@@ -57,23 +57,74 @@ def test_compare_runs_pairs_two_runs_item_by_item(tmp_path):
     table = compare_runs([base, other])
     row = next(line for line in table.splitlines() if line.startswith("| grid"))
     assert "| grid | tts-var | 2 | 4 | +0.500" in row and "| 2 | 0 |" in row
-    assert "+0.1000 [+0.1000, +0.1000]" in row and row.endswith("| 0.50 |")
+    assert "+0.1000 [+0.1000, +0.1000]" in row and row.endswith("| 0.50 | – |")  # no images saved: no PSNR
+
+
+def test_psnr_pairs_picked_images_and_counts_identical_ones_apart():
+    import math
+
+    import numpy as np
+
+    from ttsvar_core.shapesworld.experiments import paired_psnr
+
+    base = {(i, 0): np.full((4, 4, 3), 100, np.uint8) for i in range(3)}
+    other = dict(base)
+    other[(1, 0)] = base[(1, 0)] + 10          # MSE 100: 10 log10(255^2 / 100) = 28.13 dB
+    other[(2, 0)] = base[(2, 0)] + 1           # MSE 1: 48.13 dB
+    result = paired_psnr(other, base)
+    assert (result["pairs"], result["identical"]) == (3, 1)
+    assert result["mean"] == pytest.approx((28.131 + 48.131) / 2, abs=1e-3)
+    assert result["pooled"] == pytest.approx(10 * math.log10(255 ** 2 / (101 / 3)), abs=1e-6)
+    assert paired_psnr(base, base)["mean"] == math.inf
+
+
+def test_compare_names_runs_by_weight_storage_and_reports_the_psnr_of_saved_picks(tmp_path):
+    """Runs that differ in --weight-storage are named by it; picks saved by evaluate --save-images (save_picks)
+    are paired item by item."""
+    import json
+    from types import SimpleNamespace
+
+    import numpy as np
+    import torch
+
+    from ttsvar_core.shapesworld.experiments import Item, compare_runs, save_picks
+
+    chunk = [Item(index=i, prompt=None, seed=0) for i in (7, 9)]
+
+    def run(storage, images):
+        folder = tmp_path / str(storage)
+        folder.mkdir()
+        records = [dict(strategy="raw", n=1, item=item.index, seed=0, category="counting", correct=True, reward=0.5,
+                        seconds=1.0) for item in chunk]
+        config = dict(selection_decode="shipped", weight_storage=storage)
+        (folder / "results.json").write_text(json.dumps(dict(config=config, records=records)))
+        result = SimpleNamespace(images=torch.tensor(np.stack(images)))
+        save_picks(folder / "images", chunk, 3, result, [0, 1], "raw", 1, 0)
+        return folder
+
+    grey = np.full((8, 8, 3), 128, np.uint8)
+    base = run(None, [grey, grey])
+    fp8 = run("fp8", [grey, grey + 10])
+    row = next(line for line in compare_runs([base, fp8]).splitlines() if line.startswith("| fp8"))
+    assert "against `as computed`" in compare_runs([base, fp8]).lower()
+    assert row.endswith("| 28.1 (31.1) [1/2] |")
 
 
 def test_merge_joins_runs_of_other_strategies_and_refuses_mixed_settings(tmp_path):
     """A plain run and a later TTS-VAR run of the same prompts become one evaluation with their paired
-    comparison; runs of another decode, unfinished runs and overlapping runs are refused with the reason."""
+    comparison; runs of another decode or weight storage, unfinished runs and overlapping runs are refused with
+    the reason."""
     import json
 
     import pytest
 
     from ttsvar_core.shapesworld.experiments import merge_runs
 
-    def run(name, strategy, n, correct, decode="shipped", done=1):
+    def run(name, strategy, n, correct, decode="shipped", done=1, storage=None):
         records = [dict(strategy=strategy, n=n, item=i, seed=0, category="colors", correct=c, reward=0.5, oracle=c,
                         diversity=float("nan"), token_passes=10, seconds=1.0) for i, c in enumerate(correct)]
         config = dict(command=f"evaluate {name}", prompts="test", limit=None, chunk=8, assets="A",
-                      selection_decode=decode, chunks_done=done, chunks_total=1)
+                      selection_decode=decode, weight_storage=storage, chunks_done=done, chunks_total=1)
         folder = tmp_path / name
         folder.mkdir()
         (folder / "results.json").write_text(json.dumps(dict(config=config, records=records)))
@@ -90,6 +141,8 @@ def test_merge_joins_runs_of_other_strategies_and_refuses_mixed_settings(tmp_pat
     assert data["config"]["merged"] == ["evaluate raw", "evaluate search"]
     with pytest.raises(SystemExit, match="differ in selection_decode"):
         merge_runs([raw, run("grid", "bon", 2, [True] * 4, decode="grid")], tmp_path / "x")
+    with pytest.raises(SystemExit, match="differ in weight_storage"):
+        merge_runs([raw, run("fp8", "bon", 2, [True] * 4, storage="fp8")], tmp_path / "w")
     with pytest.raises(SystemExit, match="unfinished"):
         merge_runs([raw, run("half", "bon", 4, [True] * 4, done=0)], tmp_path / "y")
     with pytest.raises(SystemExit, match="again"):

@@ -113,6 +113,24 @@ def test_evaluate_keeps_selection_resolutions_apart(tmp_path):
     assert config["selection_decode"] == "grid" and config["chunks_done"] == 1
 
 
+def test_evaluate_with_fp8_storage_saves_picks_that_compare_pairs_by_psnr(tmp_path):
+    """--weight-storage reaches the model and the results; --save-images keeps the picks, and compare names
+    the runs by their storage and reports the PSNR between their picks."""
+    from ttsvar_core.shapesworld.experiments import compare_runs, load_picks
+
+    args = ["evaluate", "--prompts", "test", "--limit", "2", "--n", "1", "--chunk", "2", "--strategies", "raw",
+            "--threads", "1", "--save-images"]
+    run_cli(*args, "--out", str(tmp_path / "fp32"))
+    run_cli(*args, "--out", str(tmp_path / "fp8"), "--weight-storage", "fp8")
+    config = json.loads((tmp_path / "fp8" / "results.json").read_text())["config"]
+    assert config["weight_storage"] == "fp8" and "--weight-storage fp8" in config["command"]
+    picks = load_picks(tmp_path / "fp8" / "images", "raw", 1)
+    assert len(picks) == 2 and all(image.shape == (64, 64, 3) for image in picks.values())
+    row = next(line for line in compare_runs([tmp_path / "fp32", tmp_path / "fp8"]).splitlines()
+               if line.startswith("| fp8 | raw | 1 | 2 |"))
+    assert row.endswith("/2] |") and "| – |" not in row
+
+
 def test_shipped_model_draws_what_prompts_ask_often_but_not_always(shipped):
     """Plain sampling at the shipped settings on 48 training-split prompts: the exact evaluator accepts a
     fair share of images (the shipped v2 scored 0.30 on 48 such prompts when its settings were chosen), and

@@ -65,7 +65,8 @@ class _Moments:
 
 
 def estimate_search_memory(model, vae, request) -> dict[torch.device, Peak]:
-    """Peak bytes per device that `run_search(model, vae, request)` will allocate beyond the loaded weights.
+    """Peak bytes per device that `run_search(model, vae, request)` will allocate beyond the loaded weights
+    (a streamed transformer's blocks are not loaded on its device: the one visiting it is counted).
     `request` must have passed its other checks (the schedules are consistent)."""
     cfg, batch, options = model.cfg, request.batch, request.options
     schedule, prompts = request.image_schedule, len(request.prompts.texts)
@@ -82,6 +83,9 @@ def estimate_search_memory(model, vae, request) -> dict[torch.device, Peak]:
     here = model.device
     visiting = options.offload_idle
     vae_device = here if visiting else vae.device
+    # a streamed transformer (offload.BlockStreamer) holds one block's copy on its device while it runs
+    streamer = getattr(model, "block_streamer", None)
+    streamed = [(here, "streamed block", streamer.visiting_bytes)] if streamer is not None else []
     moments = _Moments()
 
     def rows(live: int) -> int:
@@ -136,7 +140,7 @@ def estimate_search_memory(model, vae, request) -> dict[torch.device, Peak]:
         tokens = rows(live) * h * w
         moments.add(f"scale {si}", state + [
             (here, "codes", codes(live, si + 1) + 2 * live * cfg.codebook_dim * latent[0] * latent[1] * 4),
-            (here, "activations", tokens * cfg.embed_dim * STEP_BYTES_PER_ROW_TOKEN_WIDTH)])
+            (here, "activations", tokens * cfg.embed_dim * STEP_BYTES_PER_ROW_TOKEN_WIDTH)] + streamed)
         event = batch.selection_at(si)
         if event is None:
             continue

@@ -30,7 +30,10 @@ class BlockStreamer:
     """Keeps the transformer blocks in (pinned) CPU memory and copies one block at a time to the device
     just before it runs; afterwards its parameters point back at the CPU copies (weights never change,
     so nothing is copied back). The 2B model's blocks are ~4 GB in bf16; with streaming only the
-    embeddings, head, one block, the KV cache and activations need device memory."""
+    embeddings, head, one block, the KV cache and activations need device memory. Nothing is prefetched:
+    a block's copy is freed before the next one is made, so `visiting_bytes` is all the device holds of
+    them at any moment (the memory estimate counts it). While it streams, the model's `block_streamer`
+    is this object."""
 
     def __init__(self, model: nn.Module, device):
         self.device = torch.device(device)
@@ -46,13 +49,18 @@ class BlockStreamer:
             self.host[id(block)] = host
             self.handles.append(block.register_forward_pre_hook(self._load))
             self.handles.append(block.register_forward_hook(self._unload))
+        self.visiting_bytes = max(sum(h.numel() * h.element_size() for h in host) for host in self.host.values())
+        self.model = model
+        model.block_streamer = self
 
     def _tensors(self, block):
         return list(block.parameters()) + list(block.buffers())
 
     def _load(self, block, args):
         for t, h in zip(self._tensors(block), self.host[id(block)]):
-            t.data = h.to(self.device, non_blocking=True)
+            # copy=True: on a CPU too the block runs from a copy, so the CPU tests exercise (and measure) the
+            # copy a GPU makes, at the price of one block's copy time per visit on a CPU
+            t.data = h.to(self.device, non_blocking=True, copy=True)
 
     def _unload(self, block, args, output):
         for t, h in zip(self._tensors(block), self.host[id(block)]):
@@ -62,6 +70,8 @@ class BlockStreamer:
         for handle in self.handles:
             handle.remove()
         self.handles.clear()
+        if getattr(self.model, "block_streamer", None) is self:
+            del self.model.block_streamer
 
 
 def stream_blocks(model: nn.Module, device) -> BlockStreamer:

@@ -12,7 +12,7 @@ from .dtypes import parse_dtype
 from .infinity import Infinity
 from .offload import stream_blocks
 from .schedules import get_schedule, validate_schedule
-from .text import Prompts, TextEncoder
+from .text import Prompts, TextEncoder, text_dtypes
 from .vae import BSQVAE
 
 @dataclass
@@ -23,20 +23,23 @@ class InfinityPipeline:
 
     @classmethod
     def load(cls, model_path, vae_path, text_encoder_path, *, text_tokenizer=None, device="cpu", dtype="fp32",
-             text_device=None, weight_storage: str | None = None, stream: bool = False) -> "InfinityPipeline":
+             text_device=None, weight_storage: str | None = None, stream: bool = False,
+             text_storage: str | None = None) -> "InfinityPipeline":
         """`text_encoder_path`: a flan-t5-xl folder or a convert-t5 single file; `text_tokenizer`: a tokenizer
         folder, needed with a single file (see TextEncoder). `weight_storage` ("bf16", "fp16" or "fp8",
         narrower than `dtype`): the transformer blocks' matmul weights stored in it, computed in `dtype`.
-        `stream`: the blocks stay in CPU memory and visit `device` one at a time (offload.stream_blocks)."""
+        `stream`: the blocks stay in CPU memory and visit `device` one at a time (offload.stream_blocks).
+        `text_storage`: the same choices for the T5 encoder's block weights (text.text_dtypes)."""
         device, dtype = torch.device(device), parse_dtype(dtype)
         storage_dtype(weight_storage, dtype, device)  # a refused storage fails before anything loads
+        text_dtypes(text_storage, None, torch.device(text_device or device))  # and so does a refused T5 storage
         vae = load_vae(vae_path, device=device, dtype=torch.float32 if device.type == "cpu" else dtype)
         model = load_infinity(model_path, vae_cfg=vae.cfg, device="cpu" if stream else device, dtype=dtype,
                               weight_storage=weight_storage)
         if stream:
             stream_blocks(model, device)
         text = TextEncoder(text_encoder_path, tokenizer=text_tokenizer, device=text_device or device,
-                           max_length=model.cfg.text_maxlen)
+                           max_length=model.cfg.text_maxlen, weight_storage=text_storage)
         if text.channels != model.cfg.text_channels:
             raise ValueError(f"the text encoder {Path(text_encoder_path)} gives {text.channels}-channel features "
                              f"but the transformer expects {model.cfg.text_channels} (flan-t5-xl: 2048)")

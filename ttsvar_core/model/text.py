@@ -15,7 +15,8 @@ from pathlib import Path
 
 import torch
 
-from .checkpoints import CONFIG_METADATA_KEY, CheckpointError, TensorSource, describe_keys, mismatch_report
+from .checkpoints import (CONFIG_METADATA_KEY, WEIGHT_STORAGE, CheckpointError, TensorSource, describe_keys,
+                          mismatch_report, storage_dtype)
 from .dtypes import parse_dtype
 from .files import HF_WEIGHT_FILES as WEIGHT_FILES
 from .files import INDEX_FILES, check_shard_index, in_process_memory, unreadable_weights
@@ -175,19 +176,62 @@ def _folder_weights(folder: Path) -> TensorSource:
     return TensorSource(next(folder / name for name in WEIGHT_FILES if (folder / name).exists()))
 
 
+class _Upcast(torch.nn.Module):
+    """A parametrization: the weight is held in its storage dtype and read in `dtype`, so every use (the
+    matmul, and T5's own dtype checks on `wo.weight`) sees the compute dtype."""
+
+    def __init__(self, dtype: torch.dtype):
+        super().__init__()
+        self.dtype = dtype
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        return weight.to(self.dtype)
+
+
+def store_t5_weights(model: torch.nn.Module, stored: torch.dtype) -> torch.nn.Module:
+    """Holds the encoder blocks' matmul weights (about 95% of flan-t5-xl's encoder) in `stored`, each upcast
+    to its own dtype when read (in place). The shared embedding, norms and relative position tables keep
+    their dtype: the embedding is only looked up, not multiplied, and the rest is small."""
+    from torch.nn.utils import parametrize
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear) and ".block." in f".{name}":
+            parametrize.register_parametrization(module, "weight", _Upcast(module.weight.dtype), unsafe=True)
+            # narrowed after registering: a parametrization's right_inverse may not change the dtype
+            original = module.parametrizations.weight.original
+            original.data = original.data.to(stored)
+    return model
+
+
+def text_dtypes(weight_storage: str | None, dtype: torch.dtype | None, device: torch.device):
+    """(compute dtype, storage dtype or None) of a TextEncoder. T5 computes in fp16 on a GPU (as the official
+    pipeline runs it) and in fp32 on a CPU (fp16 matmuls are slow or missing there). A 16-bit storage on a
+    16-bit default computes in that storage (bf16 on a GPU: T5 runs in bf16; nothing to upcast); narrower
+    storages (fp8; bf16 or fp16 under fp32) are upcast layer by layer."""
+    compute = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
+    wanted = WEIGHT_STORAGE.get(weight_storage)
+    if dtype is None and wanted is not None and wanted.itemsize == 2 == compute.itemsize:
+        return wanted, None
+    try:
+        return compute, storage_dtype(weight_storage, compute, device)
+    except ValueError as e:
+        raise TextEncoderError(f"text encoder storage: {e}") from None
+
+
 class TextEncoder:
     """Encodes prompts into the compact T5 rows Infinity takes: [sum(len_i), C_t5] plus the lengths.
     Each distinct prompt is encoded once however many candidates use it.
 
     `source` is a flan-t5-xl folder or a single `.safetensors` file from convert-t5; `tokenizer` is a
-    tokenizer folder (needed for a single file; for a folder it replaces the folder's own tokenizer)."""
+    tokenizer folder (needed for a single file; for a folder it replaces the folder's own tokenizer).
+    `weight_storage` (a checkpoints.WEIGHT_STORAGE name, see text_dtypes): how the encoder blocks' matmul
+    weights are held; they are stored before the encoder moves to `device`."""
 
-    def __init__(self, source, *, tokenizer=None, device="cpu", dtype=None, max_length: int = 512):
+    def __init__(self, source, *, tokenizer=None, device="cpu", dtype=None, max_length: int = 512,
+                 weight_storage: str | None = None):
         from transformers import T5EncoderModel
         self.source = Path(source)
         self.device = torch.device(device)
-        # the official pipeline runs T5 in fp16; fp16 matmuls are slow or missing on CPU
-        self.dtype = dtype or (torch.float16 if self.device.type == "cuda" else torch.float32)
+        self.dtype, stored = text_dtypes(weight_storage, dtype, self.device)
         if tokenizer is not None:
             check_tokenizer_folder(Path(tokenizer))
         if self.source.is_dir():
@@ -211,6 +255,8 @@ class TextEncoder:
             # from_pretrained, not load_state_dict: the same dtype rules (fp32 feed-forward outputs under
             # fp16) and the same attention implementation as a folder load, so both give the same features
             self.model = T5EncoderModel.from_pretrained(None, config=config, state_dict=state, dtype=self.dtype)
+        if stored is not None:
+            store_t5_weights(self.model, stored)
         in_process_memory(self.model.to(self.device).eval().requires_grad_(False))
         self.tokenizer = load_tokenizer(Path(tokenizer) if tokenizer is not None else self.source,
                                         self.model.config.vocab_size)

@@ -48,15 +48,18 @@ def read_settings(folder: Path) -> dict:
     return {**defaults, **(json.loads(path.read_text()) if path.exists() else {})}
 
 
-def load_shipped(folder=ASSETS, device="cpu", model=None, vae=None, text_encoder=None, clip=None) -> Shipped:
-    """The model, reward and features of `folder` (default: the shipped ones); single paths may be overridden."""
+def load_shipped(folder=ASSETS, device="cpu", model=None, vae=None, text_encoder=None, clip=None,
+                 weight_storage=None) -> Shipped:
+    """The model, reward and features of `folder` (default: the shipped ones); single paths may be overridden.
+    `weight_storage`: the transformer blocks' matmul weights stored narrower than fp32 (InfinityPipeline.load)."""
     from ..model.pipeline import InfinityPipeline
     from ..scorers import load_feature_extractor, load_reward
 
     folder = Path(folder)
     settings = read_settings(folder)
     pipe = InfinityPipeline.load(model or folder / MODEL_FILE, vae or folder / VAE_FILE,
-                                 text_encoder or folder / T5_DIR, device=device, dtype="fp32")
+                                 text_encoder or folder / T5_DIR, device=device, dtype="fp32",
+                                 weight_storage=weight_storage)
     clip = clip or folder / CLIP_DIR
     reward = load_reward("clip", clip, device=device, max_batch=64, scale=settings["reward_scale"])
     extractor = load_feature_extractor("clip-vision", clip, device=device, max_batch=64)

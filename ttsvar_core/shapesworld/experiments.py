@@ -8,7 +8,8 @@ Reports per-category accuracy with Wilson 95% intervals, the GenEval-style overa
 accuracies; interval: normal approximation with each category's Wilson half-width as its error), the reward of the picked image, oracle accuracy (any final
 candidate correct), diversity of the final candidates (mean pairwise cosine distance of the reward model's
 image embeddings), and compute: transformer token-passes (one token through the network, guidance rows
-counted) and wall time. Writes results.json, results.md and accuracy_vs_n.png into --out.
+counted) and wall time. Writes results.json, results.md and accuracy_vs_n.png into --out; with --save-images
+also every picked image (--out/images), which `compare` pairs by PSNR.
 
 Prompts are grouped into fixed chunks (each one run_search call, seeded by chunk), and processes
 (torch.distributed: gloo on CPU, NCCL on GPUs) take whole chunks, so results do not depend on --procs.
@@ -134,8 +135,10 @@ def item_records(shipped, chunk: list[Item], result, picks, strategy: str, n: in
     return records
 
 
-def run_chunk(shipped, chunk: list[Item], chunk_id: int, runs, seed: int, decode: str = "shipped") -> list[dict]:
-    """All requested (strategy, N) of one chunk; "is" reuses the Best-of-N run of its N."""
+def run_chunk(shipped, chunk: list[Item], chunk_id: int, runs, seed: int, decode: str = "shipped",
+              images: Path | None = None) -> list[dict]:
+    """All requested (strategy, N) of one chunk; "is" reuses the Best-of-N run of its N. With `images` (a
+    folder), every picked image is kept there (save_picks) for an image-level comparison of two runs."""
     from .demo import run_strategy
     from ..engine import schedule_for
     from ..engine.streams import derive_seed
@@ -153,7 +156,39 @@ def run_chunk(shipped, chunk: list[Item], chunk_id: int, runs, seed: int, decode
         for strategy in wanted:
             picks = importance_picks(result, run_seed, lam) if strategy == "is" else result.picks
             records += item_records(shipped, chunk, result, picks, strategy, n, seed, seconds, passes)
+            if images is not None:
+                save_picks(images, chunk, chunk_id, result, picks, strategy, n, seed)
     return records
+
+
+def save_picks(folder: Path, chunk: list[Item], chunk_id: int, result, picks, strategy: str, n: int, seed: int):
+    """One chunk's picked images (uint8 HWC, keyed by item index) in folder/{strategy}-n{n}-seed{seed}-chunk{id}.npz:
+    one file per journal entry, so a resumed run rewrites only what it reruns."""
+    folder.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(folder / f"{strategy}-n{n}-seed{seed}-chunk{chunk_id}.npz",
+                        **{str(item.index): result.images[picks[p]].numpy() for p, item in enumerate(chunk)})
+
+
+def load_picks(folder: Path, strategy: str, n: int) -> dict[tuple[int, int], np.ndarray]:
+    """(item, seed) -> picked image of every chunk save_picks wrote for (strategy, N); empty when none."""
+    picks = {}
+    for path in sorted(Path(folder).glob(f"{strategy}-n{n}-seed*-chunk*.npz")):
+        seed = int(path.name.removeprefix(f"{strategy}-n{n}-seed").split("-chunk")[0])
+        with np.load(path) as saved:
+            picks.update({(int(item), seed): saved[item] for item in saved.files})
+    return picks
+
+
+def paired_psnr(a: dict, b: dict) -> dict:
+    """PSNR (dB, 8-bit peak) of A's picked images against B's over the shared (item, seed) keys. Identical
+    pairs (infinite PSNR) are counted apart and left out of the mean, which is over the pairs that differ;
+    `pooled` is the PSNR of the mean squared error over all pairs, identical ones included."""
+    shared = sorted(set(a) & set(b))
+    mse = np.array([np.mean((a[k].astype(np.float64) - b[k].astype(np.float64)) ** 2) for k in shared])
+    differ = mse[mse > 0]
+    return dict(pairs=len(shared), identical=int((mse == 0).sum()),
+                mean=float(np.mean(10 * np.log10(255 ** 2 / differ))) if len(differ) else math.inf,
+                pooled=float(10 * np.log10(255 ** 2 / mse.mean())) if mse.any() else math.inf)
 
 
 EVALUATION_DECODES = ("shipped", "full", "grid", "grid-floor16")
@@ -356,19 +391,25 @@ def paired_reward_difference(ra: dict, rb: dict, resamples: int = 4000, seed: in
 
 def compare_runs(folders: list[Path], baseline: int = 0) -> str:
     """Markdown: every run's records against the baseline run's, per (strategy, N) both hold: accuracy
-    (paired_comparison), picked reward (paired bootstrap) and seconds per prompt. Runs are named by the
-    setting they differ in (their --selection-decode; their folder names when that is the same, e.g. two
-    models), and must cover the same prompts and seeds."""
+    (paired_comparison), picked reward (paired bootstrap), seconds per prompt and, where both runs saved
+    their picked images (--save-images), the PSNR between them (paired_psnr). Runs are named by the setting
+    they differ in (their --selection-decode or --weight-storage; their folder names when neither tells them
+    apart, e.g. two models), and must cover the same prompts and seeds."""
     loaded = [json.loads((Path(folder) / "results.json").read_text()) for folder in folders]
-    names = [data["config"].get("selection_decode") for data in loaded]
-    if len(set(names)) < len(names):
-        names = [Path(folder).name for folder in folders]
+    names = [Path(folder).name for folder in folders]
+    for setting, default in (("selection_decode", None), ("weight_storage", "as computed")):
+        named = [str(data["config"].get(setting) or default) for data in loaded]
+        if len(set(named)) == len(named):
+            names = named
+            break
     runs = [(name, data["records"]) for name, data in zip(names, loaded)]
     base_name, base_records = runs[baseline]
     lines = [f"Against `{base_name}` (A = the run named, B = `{base_name}`; same prompts and seeds):", "",
              "| run | strategy | N | pairs | accuracy A - B [95% paired bootstrap CI] | only A | only B | McNemar p "
-             "| reward A - B [95% CI] | s/prompt A / B |", "|---|---|---|---|---|---|---|---|---|---|"]
-    for name, records in runs:
+             "| reward A - B [95% CI] | s/prompt A / B | PSNR A vs B, dB: mean of differing (pooled) [identical] |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    base_folder = Path(folders[baseline])
+    for folder, (name, records) in zip(folders, runs):
         if name == base_name:
             continue
         keys = sorted({(r["strategy"], r["n"]) for r in records} & {(r["strategy"], r["n"]) for r in base_records})
@@ -382,16 +423,24 @@ def compare_runs(folders: list[Path], baseline: int = 0) -> str:
             lines.append(f"| {name} | {strategy} | {n} | {acc['pairs']} | {acc['diff']:+.3f} [{acc['ci'][0]:+.3f}, "
                          f"{acc['ci'][1]:+.3f}] | {acc['only_a']} | {acc['only_b']} | {acc['mcnemar_p']:.3g} | "
                          f"{reward['diff']:+.4f} [{reward['ci'][0]:+.4f}, {reward['ci'][1]:+.4f}] | "
-                         f"{seconds[0] / seconds[1]:.2f} |")
+                         f"{seconds[0] / seconds[1]:.2f} | {psnr_cell(Path(folder), base_folder, strategy, n)} |")
     return "\n".join(lines) + "\n"
 
 
+def psnr_cell(folder: Path, base: Path, strategy: str, n: int) -> str:
+    mine, theirs = (load_picks(f / "images", strategy, n) for f in (folder, base))
+    if not mine or not theirs:
+        return "–"
+    psnr = paired_psnr(mine, theirs)
+    return f"{psnr['mean']:.1f} ({psnr['pooled']:.1f}) [{psnr['identical']}/{psnr['pairs']}]"
+
+
 def merge_runs(folders: list[Path], out: Path) -> dict:
-    """One evaluation from finished runs of the same model, prompts and selection decode that measured
-    different strategies or N (e.g. N = 8 run later): their records together, with the summary, the paired
-    comparisons between them and the plot written to `out` as evaluate writes them."""
+    """One evaluation from finished runs of the same model, prompts, selection decode and weight storage that
+    measured different strategies or N (e.g. N = 8 run later): their records together, with the summary, the
+    paired comparisons between them and the plot written to `out` as evaluate writes them."""
     loaded = [json.loads((Path(folder) / "results.json").read_text()) for folder in folders]
-    for field in ("prompts", "limit", "chunk", "assets", "selection_decode"):
+    for field in ("prompts", "limit", "chunk", "assets", "selection_decode", "weight_storage"):
         values = {json.dumps(data["config"].get(field)) for data in loaded}
         if len(values) > 1:
             raise SystemExit(f"cannot merge runs that differ in {field} ({', '.join(sorted(values))}): "
@@ -410,7 +459,7 @@ def merge_runs(folders: list[Path], out: Path) -> dict:
             seen.add(key)
             records.append(r)
     shared = {field: loaded[0]["config"].get(field) for field in ("prompts", "limit", "chunk", "assets",
-                                                                  "selection_decode")}
+                                                                  "selection_decode", "weight_storage")}
     # seeds and processes may differ between the runs: each run's own command says them
     config = dict(shared, command=f"python -m ttsvar_core compare --merge {out} " + " ".join(map(str, folders)),
                   merged=[data["config"]["command"] for data in loaded],
@@ -420,7 +469,8 @@ def merge_runs(folders: list[Path], out: Path) -> dict:
 
 def add_compare_parser(sub):
     p = sub.add_parser("compare", help="paired comparison of finished ShapesWorld evaluate runs that differ in "
-                                       "one setting (e.g. --selection-decode), or with --merge their union")
+                                       "one setting (e.g. --selection-decode or --weight-storage), or with --merge "
+                                       "their union")
     p.add_argument("runs", nargs="+", help="evaluate output folders; the first is the baseline")
     p.add_argument("--merge", metavar="OUT", default=None,
                    help="instead: write the runs' records as one evaluation to OUT (same model, prompts and "
@@ -439,10 +489,10 @@ def run_compare(args) -> int:
 
 # ---- processes -------------------------------------------------------------------------------------------
 def run_key(args) -> str:
-    """What a journal line must match to be reused: the prompt set, chunking, strategies, N, model and the
-    selection decode."""
+    """What a journal line must match to be reused: the prompt set, chunking, strategies, N, model, the
+    selection decode and the weight storage."""
     return json.dumps([args.prompts, args.limit, args.chunk, sorted(args.strategies), list(args.n),
-                       str(Path(args.assets).resolve()), args.selection_decode])
+                       str(Path(args.assets).resolve()), args.selection_decode, args.weight_storage])
 
 
 def read_journal(out: Path, key: str) -> dict[tuple[int, int], list[dict]]:
@@ -471,7 +521,7 @@ def work(rank: int, world: int, args) -> None:
     out.mkdir(parents=True, exist_ok=True)
     done = read_journal(out, key)
     device = f"cuda:{rank % torch.cuda.device_count()}" if torch.cuda.is_available() else "cpu"
-    shipped = load_shipped(args.assets, device=device)
+    shipped = load_shipped(args.assets, device=device, weight_storage=args.weight_storage)
     items = eval_items(args.prompts, args.limit)
     chunks = [items[i:i + args.chunk] for i in range(0, len(items), args.chunk)]
     runs = plan_runs(args.strategies, args.n)
@@ -481,7 +531,8 @@ def work(rank: int, world: int, args) -> None:
             for seed in range(args.seeds):
                 if (chunk_id, seed) in done:
                     continue
-                records = run_chunk(shipped, chunks[chunk_id], chunk_id, runs, seed, args.selection_decode)
+                records = run_chunk(shipped, chunks[chunk_id], chunk_id, runs, seed, args.selection_decode,
+                                    out / "images" if args.save_images else None)
                 journal.write(json.dumps(dict(key=key, chunk=chunk_id, seed=seed, records=records)) + "\n")
                 journal.flush()
             if args.verbose:
@@ -513,7 +564,7 @@ def finish(args) -> None:
     total = -(-len(eval_items(args.prompts, args.limit)) // args.chunk) * args.seeds
     config = dict(command=args.command_line, prompts=args.prompts, limit=args.limit, strategies=list(args.strategies),
                   n=list(args.n), seeds=args.seeds, chunk=args.chunk, procs=args.procs, assets=str(args.assets),
-                  selection_decode=args.selection_decode,
+                  selection_decode=args.selection_decode, weight_storage=args.weight_storage,
                   chunks_done=len(done), chunks_total=total)
     written = write_outputs(Path(args.out), config, records)
     print(written["table"])
@@ -521,6 +572,7 @@ def finish(args) -> None:
 
 
 def add_evaluate_parser(sub):
+    from ..model.checkpoints import WEIGHT_STORAGE
     from .demo import ASSETS
     p = sub.add_parser("evaluate", help="accuracy of plain / IS / Best-of-N / TTS-VAR on ShapesWorld test prompts")
     p.add_argument("--prompts", choices=("geneval", "test"), default="geneval",
@@ -537,6 +589,11 @@ def add_evaluate_parser(sub):
                    help="how selections decode: shipped: at the shipped selection_side (32 px); full: full size "
                         "(64 px); grid: at each scale's token grid (at most the shipped side); grid-floor16: the "
                         "same, never below 16 px")
+    p.add_argument("--weight-storage", choices=list(WEIGHT_STORAGE), default=None,
+                   help="store the transformer blocks' matmul weights narrower than the shipped fp32, upcast layer "
+                        "by layer (bf16, fp16 or fp8 = float8 e4m3fn); default: stored as they compute")
+    p.add_argument("--save-images", action="store_true",
+                   help="keep every picked image in --out/images (compare then reports the PSNR between two runs)")
     p.add_argument("--out", required=True)
     p.add_argument("--verbose", action="store_true")
     p.add_argument("--summarize", action="store_true",
