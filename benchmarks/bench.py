@@ -33,7 +33,7 @@ from ttsvar_core.model.checkpoints import build_random, store_fp8  # noqa: E402
 from ttsvar_core.model.config import PRESETS, VAE_PRESETS, InfinityConfig  # noqa: E402
 from ttsvar_core.engine import (DECODE_CHOICES, BatchSchedule, HistoryScored, Prompts, RunOptions,  # noqa: E402
                                  ScaleDone, Scorers, SearchRequest, run_search, schedule_for)
-from ttsvar_core.engine.schedule import POTENTIALS  # noqa: E402
+from ttsvar_core.engine.schedule import FAST_SELECTION_SIDE, POTENTIALS, DecodePolicy  # noqa: E402
 from ttsvar_core.model.config import pixels_per_token  # noqa: E402
 from ttsvar_core.model.offload import BlockStreamer  # noqa: E402
 from ttsvar_core.model.sampling import SamplingParams  # noqa: E402
@@ -288,8 +288,9 @@ def main(argv=None):
     ap.add_argument("--config", choices=("tiny", "2b", "8b"), default="tiny")
     ap.add_argument("--weight-storage", choices=("compute", "fp8"), default="compute",
                     help="fp8: the blocks' matmul weights stored in float8, upcast per layer")
-    ap.add_argument("--decodes", nargs="+", choices=tuple(DECODE_CHOICES), default=None,
-                    help="TTS-VAR's selection decodes to run (default: every named choice)")
+    ap.add_argument("--decodes", nargs="+", choices=(*DECODE_CHOICES, ANALOG), default=None,
+                    help="TTS-VAR's selection decodes to run (default: every named choice; 448px-analog where the "
+                         "image is smaller than 448 px)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--budget", default="0.06M", help="pixel budget: 0.06M (7 scales) ... 1M (13 scales)")
     ap.add_argument("--n", type=int, nargs="+", default=[1, 2, 4])
@@ -331,9 +332,13 @@ def main(argv=None):
                                                     options=RunOptions(offload_idle=offload_idle)))
 
     exact = args.exact_memory and device.type == "cpu"
-    # TTS-VAR with each named selection decode; 448 px only where it is smaller than the image
-    full_side = max(schedule[-1]) * pixels_per_token(cfg, cfg.vae)
-    decodes = [d for d in args.decodes or DECODE_CHOICES if d != "448px" or DECODE_CHOICES[d].side < full_side]
+    # TTS-VAR with each named selection decode; 448 px only where it is smaller than the image, else its analog
+    per_token = pixels_per_token(cfg, cfg.vae)
+    full_side = max(schedule[-1]) * per_token
+    policies = decode_policies(full_side, per_token)
+    fits = DECODE_CHOICES["448px"].side < full_side
+    decodes = args.decodes or [d for d in policies if d != ("448px" if not fits else ANALOG)]
+    run = partial(run, policies=policies)
     plan = [("raw", 1, "paper")] + [(s, n, d) for n in args.n for s, d in
                                     [("bon", "paper")] + [("tts-var", d) for d in decodes]]
     runs = repeated(run, plan, args.repeat, offload=False)
@@ -345,7 +350,7 @@ def main(argv=None):
         streamer = BlockStreamer(model, device)
         low_runs = repeated(run, low, args.repeat, offload=True)
         if exact:
-            add_exact_peaks(low_runs, low, search, len(schedule), offload=True)
+            add_exact_peaks(low_runs, low, search, len(schedule), offload=True, policies=policies)
         streamer.remove()
         runs += low_runs
     report = {"config": args.config, "device": str(device), "dtype": str(dtype), "budget": args.budget,
@@ -362,8 +367,8 @@ def main(argv=None):
 
 
 def measure(strategy, n, *, model, vae, prompts: Prompts, schedule, params, reward, extractor, device, guided,
-            offload, decode="paper", potential="value"):
-    batch = schedule_for(strategy, n, len(schedule), potential=potential).decoding(DECODE_CHOICES[decode])
+            offload, decode="paper", potential="value", policies=DECODE_CHOICES):
+    batch = schedule_for(strategy, n, len(schedule), potential=potential).decoding(policies[decode])
     request = SearchRequest(prompts, tuple(schedule), params, batch, scorers=Scorers(reward, extractor),
                             options=RunOptions(offload_idle=offload))
     result, wall, steps, selections, history, meter = time_run(model, vae, request, device)
@@ -392,10 +397,21 @@ def repeated(run, plan, repeat: int, offload: bool) -> list[dict]:
     return [median_run(v) for v in samples.values()]
 
 
-def add_exact_peaks(runs, plan, search, num_scales: int, offload: bool):
+def add_exact_peaks(runs, plan, search, num_scales: int, offload: bool, policies: dict):
     for r, (strategy, n, decode) in zip(runs, plan):
-        batch = schedule_for(strategy, n, num_scales).decoding(DECODE_CHOICES[decode])
+        batch = schedule_for(strategy, n, num_scales).decoding(policies[decode])
         r["exact_peak_bytes"] = exact_cpu_peak(lambda: search(batch, offload_idle=offload))
+
+
+# The 448px choice scaled to a smaller image: the fraction of the side (448 of 1024 px) that the real 2B's
+# selections decode at with "448px". Below 448 px "448px" itself is a full-size decode and measures nothing.
+ANALOG = "448px-analog"
+
+
+def decode_policies(full_side: int, per_token: int) -> dict[str, DecodePolicy]:
+    """The named selection decodes, plus the 448px analog at this image size (a whole number of tokens)."""
+    tokens = max(1, round(full_side * FAST_SELECTION_SIDE / 1024 / per_token))
+    return {**DECODE_CHOICES, ANALOG: DecodePolicy(tokens * per_token)}
 
 
 def floors_by_decode(cfg: InfinityConfig, budget: str) -> dict:

@@ -80,6 +80,13 @@ def test_decode_floor_is_one_decoded_latent_cell_per_token(bench):
     assert fixed[0]["decode_over_step"] > 10
 
 
+def test_the_448px_analog_is_the_same_fraction_of_a_smaller_image(bench):
+    """At 1024 px the analog is the 448px choice itself; at the tiny benchmark's 256 px it is 112 px (7 tokens),
+    where "448px" would decode at full size."""
+    assert bench.decode_policies(1024, 16)[bench.ANALOG] == bench.DECODE_CHOICES["448px"]
+    assert bench.decode_policies(256, 16)[bench.ANALOG].side == 112
+
+
 def test_median_run_keeps_the_middle_time_and_the_highest_memory(bench):
     runs = [{"wall_s": t, "peak_bytes": m, "peak_rss_bytes": m + 1, "peak_total_bytes": None, "tag": t}
             for t, m in ((3.0, 10), (1.0, 30), (2.0, 20))]

@@ -82,7 +82,9 @@ DECODE_EFFECTS = {
     "448px": "every selection decodes at 448 px (the scorers look at 224 px): 37.7 TFLOP of decodes per N for "
              "Infinity-2B at 1024 px, a fifth of full size; on an H200 selections took 20-29% of TTS-VAR's "
              "time (benchmarks/README.md). Its ShapesWorld analog (half-size decodes) lost no significant "
-             "reward against full size (-0.015, 95% CI [-0.031, +0.002]; docs/shapesworld_results.md).",
+             "reward against full size (-0.015, 95% CI [-0.031, +0.002]; docs/shapesworld_results.md), and its CPU "
+             "benchmark analog (112 of 256 px) ran TTS-VAR at 1.08-1.22x its token-pass prediction against "
+             "Best-of-N at N = 1-4 (full size: 2.19-3.00x; benchmarks/README.md).",
     "scale-grid": "each selection decodes at its scale's token grid (one latent cell per token, at most 448 px): "
                   "8.6 TFLOP of decodes per N for Infinity-2B at 1024 px; on the CPU benchmark 2.99 s instead of "
                   "6.66 s at N = 2 (0.96x the token-pass prediction). It selects worse: on ShapesWorld the picked "
