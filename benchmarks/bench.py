@@ -324,26 +324,25 @@ def main(argv=None):
     for strategy in ("bon", "tts-var"):
         run_search(model, vae, SearchRequest(prompts, tuple(schedule), params, schedule_for(strategy, 1, len(schedule)),
                                              scorers=Scorers(reward, extractor)))
-    run = partial(measure, model=model, vae=vae, prompts=prompts, schedule=schedule, params=params, reward=reward,
-                  extractor=extractor, device=device, guided=guided, potential=args.potential)
-    def search(batch, offload_idle):
-        return run_search(model, vae, SearchRequest(prompts, tuple(schedule), params, batch,
-                                                    scorers=Scorers(reward, extractor),
-                                                    options=RunOptions(offload_idle=offload_idle)))
-
-    exact = args.exact_memory and device.type == "cpu"
     # TTS-VAR with each named selection decode; 448 px only where it is smaller than the image, else its analog
     per_token = pixels_per_token(cfg, cfg.vae)
     full_side = max(schedule[-1]) * per_token
     policies = decode_policies(full_side, per_token)
     fits = DECODE_CHOICES["448px"].side < full_side
     decodes = args.decodes or [d for d in policies if d != ("448px" if not fits else ANALOG)]
-    run = partial(run, policies=policies)
+    run = partial(measure, model=model, vae=vae, prompts=prompts, schedule=schedule, params=params, reward=reward,
+                  extractor=extractor, device=device, guided=guided, potential=args.potential, policies=policies)
+    def search(batch, offload_idle):
+        return run_search(model, vae, SearchRequest(prompts, tuple(schedule), params, batch,
+                                                    scorers=Scorers(reward, extractor),
+                                                    options=RunOptions(offload_idle=offload_idle)))
+
+    exact = args.exact_memory and device.type == "cpu"
     plan = [("raw", 1, "paper")] + [(s, n, d) for n in args.n for s, d in
                                     [("bon", "paper")] + [("tts-var", d) for d in decodes]]
     runs = repeated(run, plan, args.repeat, offload=False)
     if exact:
-        add_exact_peaks(runs, plan, search, len(schedule), offload=False)
+        add_exact_peaks(runs, plan, search, len(schedule), offload=False, policies=policies)
     if args.low_memory:
         # the same runs with the blocks streamed from pinned CPU memory and idle models off the device
         low = [("bon", args.n[0], "paper"), ("tts-var", args.n[0], "paper")]

@@ -389,13 +389,18 @@ def paired_reward_difference(ra: dict, rb: dict, resamples: int = 4000, seed: in
     return dict(diff=float(d.mean()), ci=(float(low), float(high)))
 
 
+def load_runs(folders: list[Path]) -> list[dict]:
+    """The results.json of each finished evaluate run."""
+    return [json.loads((Path(folder) / "results.json").read_text()) for folder in folders]
+
+
 def compare_runs(folders: list[Path], baseline: int = 0) -> str:
     """Markdown: every run's records against the baseline run's, per (strategy, N) both hold: accuracy
     (paired_comparison), picked reward (paired bootstrap), seconds per prompt and, where both runs saved
     their picked images (--save-images), the PSNR between them (paired_psnr). Runs are named by the setting
     they differ in (their --selection-decode or --weight-storage; their folder names when neither tells them
     apart, e.g. two models), and must cover the same prompts and seeds."""
-    loaded = [json.loads((Path(folder) / "results.json").read_text()) for folder in folders]
+    loaded = load_runs(folders)
     names = [Path(folder).name for folder in folders]
     for setting, default in (("selection_decode", None), ("weight_storage", "as computed")):
         named = [str(data["config"].get(setting) or default) for data in loaded]
@@ -435,12 +440,16 @@ def psnr_cell(folder: Path, base: Path, strategy: str, n: int) -> str:
     return f"{psnr['mean']:.1f} ({psnr['pooled']:.1f}) [{psnr['identical']}/{psnr['pairs']}]"
 
 
+# what runs must share to be merged into one evaluation
+MERGE_FIELDS = ("prompts", "limit", "chunk", "assets", "selection_decode", "weight_storage")
+
+
 def merge_runs(folders: list[Path], out: Path) -> dict:
     """One evaluation from finished runs of the same model, prompts, selection decode and weight storage that
     measured different strategies or N (e.g. N = 8 run later): their records together, with the summary, the
     paired comparisons between them and the plot written to `out` as evaluate writes them."""
-    loaded = [json.loads((Path(folder) / "results.json").read_text()) for folder in folders]
-    for field in ("prompts", "limit", "chunk", "assets", "selection_decode", "weight_storage"):
+    loaded = load_runs(folders)
+    for field in MERGE_FIELDS:
         values = {json.dumps(data["config"].get(field)) for data in loaded}
         if len(values) > 1:
             raise SystemExit(f"cannot merge runs that differ in {field} ({', '.join(sorted(values))}): "
@@ -458,8 +467,7 @@ def merge_runs(folders: list[Path], out: Path) -> dict:
                                  "different strategies or N only")
             seen.add(key)
             records.append(r)
-    shared = {field: loaded[0]["config"].get(field) for field in ("prompts", "limit", "chunk", "assets",
-                                                                  "selection_decode", "weight_storage")}
+    shared = {field: loaded[0]["config"].get(field) for field in MERGE_FIELDS}
     # seeds and processes may differ between the runs: each run's own command says them
     config = dict(shared, command=f"python -m ttsvar_core compare --merge {out} " + " ".join(map(str, folders)),
                   merged=[data["config"]["command"] for data in loaded],
