@@ -60,6 +60,28 @@ def test_compare_runs_pairs_two_runs_item_by_item(tmp_path):
     assert "+0.1000 [+0.1000, +0.1000]" in row and row.endswith("| 0.50 | – |")  # no images saved: no PSNR
 
 
+def test_compare_names_runs_by_path_when_their_folder_names_are_alike(tmp_path):
+    """Two models evaluated into folders of the same name (v2/raw, v3/raw) with the same decode: the table
+    names each by its path instead of dropping the second as if it were the baseline."""
+    import json
+
+    from ttsvar_core.shapesworld.experiments import compare_runs
+
+    folders = []
+    for model, correct in (("v2", [True, False]), ("v3", [True, True])):
+        folder = tmp_path / model / "raw"
+        folder.mkdir(parents=True)
+        records = [dict(strategy="raw", n=1, item=i, seed=0, category="colors", correct=c, reward=0.5, seconds=1.0)
+                   for i, c in enumerate(correct)]
+        (folder / "results.json").write_text(json.dumps(dict(config=dict(selection_decode="shipped"),
+                                                             records=records)))
+        folders.append(folder)
+    table = compare_runs(folders)
+    assert f"Against `{folders[0]}`" in table
+    row = next(line for line in table.splitlines() if line.startswith(f"| {folders[1]} "))
+    assert "| raw | 1 | 2 | +0.500" in row
+
+
 def test_psnr_pairs_picked_images_and_counts_identical_ones_apart():
     import math
 

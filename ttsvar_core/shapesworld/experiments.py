@@ -399,9 +399,12 @@ def compare_runs(folders: list[Path], baseline: int = 0) -> str:
     (paired_comparison), picked reward (paired bootstrap), seconds per prompt and, where both runs saved
     their picked images (--save-images), the PSNR between them (paired_psnr). Runs are named by the setting
     they differ in (their --selection-decode or --weight-storage; their folder names when neither tells them
-    apart, e.g. two models), and must cover the same prompts and seeds."""
+    apart, e.g. two models; the paths as given when the folder names are alike too, e.g. v2/raw and
+    v3/raw), and must cover the same prompts and seeds."""
     loaded = load_runs(folders)
     names = [Path(folder).name for folder in folders]
+    if len(set(names)) < len(names):
+        names = [str(folder) for folder in folders]
     for setting, default in (("selection_decode", None), ("weight_storage", "as computed")):
         named = [str(data["config"].get(setting) or default) for data in loaded]
         if len(set(named)) == len(named):
@@ -414,8 +417,8 @@ def compare_runs(folders: list[Path], baseline: int = 0) -> str:
              "| reward A - B [95% CI] | s/prompt A / B | PSNR A vs B, dB: mean of differing (pooled) [identical] |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     base_folder = Path(folders[baseline])
-    for folder, (name, records) in zip(folders, runs):
-        if name == base_name:
+    for index, (folder, (name, records)) in enumerate(zip(folders, runs)):
+        if index == baseline:
             continue
         keys = sorted({(r["strategy"], r["n"]) for r in records} & {(r["strategy"], r["n"]) for r in base_records})
         for strategy, n in keys:
