@@ -151,3 +151,20 @@ def test_second_stage_starts_from_the_shipped_weights(tmp_path):
     import pytest
     with pytest.raises(ValueError, match="another tokenizer"):
         T.train_transformer(wrong_seed, seed=5, steps=1, minutes=None, batch=2, full=1, init_from=str(ASSETS))
+
+
+def test_sampling_sweep_writes_the_best_setting(tmp_path):
+    """The sweep scores plain sampling on training prompts at every seed and writes the best (cfg, tau)
+    next to the model, where the demo and evaluate read it."""
+    import json
+    from ttsvar_core.shapesworld.demo import ASSETS, read_settings
+
+    shutil.copytree(ASSETS, tmp_path / "model")
+    settings = T.choose_sampling(tmp_path / "model", prompts=3, seeds=(7, 8), grid=[(1.0, 1.0), (3.0, 0.5)])
+    assert set(settings["sweep"]) == {"cfg=1.0 tau=1.0", "cfg=3.0 tau=0.5"}
+    best = max(settings["sweep"], key=settings["sweep"].get)
+    assert best == f"cfg={settings['cfg']} tau={settings['tau']}"
+    assert settings["chosen_on"] == "3 training-split prompts, plain sampling, seeds 7, 8"
+    written = read_settings(tmp_path / "model")
+    assert (written["cfg"], written["tau"]) == (settings["cfg"], settings["tau"])
+    assert json.loads((tmp_path / "model" / "sampling.json").read_text())["sweep"] == settings["sweep"]
