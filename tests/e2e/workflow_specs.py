@@ -33,7 +33,7 @@ SMALL_REWARD = {"kind": "clip", "file": "tiny-clip", "dtype": "fp32"}
 SMALL_FEATURES = {"kind": "dinov2", "file": "tiny_dinov2_reg4.pth", "dtype": "fp32"}
 SMALL_SCALES = "1x1,2x2,4x4,6x6,8x8"  # 128 px in five scales: a whole search in seconds on a CPU
 # The ShapesWorld model that ships with the pack (nodes/shipped.py lists it in the loaders), with the
-# settings of its sampling.json (read here, so the template follows the shipped model): cfg 3, tau 1, top-k 900,
+# settings of its sampling.json (read here, so the template follows the shipped model): cfg 1.5, tau 1, top-k 900,
 # top-p 0.97, 0.06M (64 px, 7 scales), selections decoding at 32 px. Its small CLIP is the reward and (its image tower) the feature extractor.
 SHIPPED_MODEL = {"model": "shapesworld/shapesworld_infinity.safetensors",
                  "vae": "shapesworld/shapesworld_vae.safetensors", "text_encoder": "shapesworld/t5", "dtype": "fp32"}
