@@ -645,16 +645,16 @@ def choose_sampling(out: Path, prompts: int = 192, seeds: tuple[int, ...] = (7, 
     shipped = load_shipped(out, device=device)
     chosen = sample_prompts(prompts, seeds[0])
     texts = [p.text for p in chosen]
-    results = {}
+    scores = {}
     for cfg, tau in grid or [(c, t) for c in SWEEP_CFG for t in SWEEP_TAU]:
         verdicts = []
         for seed in seeds:
             result, _ = run_strategy(shipped, texts, "raw", 1, seed, shipped.params(cfg=cfg, tau=tau))
             verdicts += [evaluate(im.numpy(), p) for im, p in zip(result.images.cpu(), chosen)]
-        results[f"cfg={cfg} tau={tau}"] = aggregate(verdicts)["overall"]
-        print(f"cfg {cfg} tau {tau}: overall {results[f'cfg={cfg} tau={tau}']:.3f}", flush=True)
-    best = max(results, key=results.get)
-    cfg, tau = (float(part.split("=")[1]) for part in best.split())
+        scores[cfg, tau] = aggregate(verdicts)["overall"]
+        print(f"cfg {cfg} tau {tau}: overall {scores[cfg, tau]:.3f}", flush=True)
+    cfg, tau = map(float, max(scores, key=scores.get))
+    results = {f"cfg={c} tau={t}": score for (c, t), score in scores.items()}
     # selections happen at scales of at most 8x8 tokens, whose sums hold no detail a 32 px decode
     # (latent area-downsampled to 8x8) loses: a quarter of the decoder's cost, which dominates TTS-VAR here
     settings = {"cfg": cfg, "tau": tau, "top_k": 900, "top_p": 0.97, "pixel_budget": "0.06M", "reward_scale": 1.0,
